@@ -1,0 +1,237 @@
+"""The chain: head state, sealed blocks, the open block and its mini-blocks.
+
+    open_block()  ->  apply(tx)* + end_miniblock()  (repeat)  ->  seal()
+        env            receipts, preconfirmed           header, roots, persisted
+
+`Chain` is driven by the sequencer (sequencer/producer.py) and read by the RPC. It does
+the work of a block; *when* to do it is the producer's business. State is one FlatState
+(the latest mini-block); sealed history lives in the store (node/chain/store.py).
+"""
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import rlp
+
+from node.chain.blocks import Header, Receipt, next_base_fee, PENDING_BLOCK_HASH
+from node.chain.execution import BlockEnv, Executor, TxInvalid
+from node.chain.state import FlatState
+from node.chain.store import ChainStore, num8
+from node.chain.transactions import SignedTx, keccak, decode_raw_transaction
+from node.chain.trie import IncrementalTrie
+
+RECENT_BLOCKS = 128
+
+
+class OpenBlock:
+    """The block being filled: its environment, transactions and receipts so far."""
+
+    def __init__(self, env: BlockEnv) -> None:
+        self.env = env
+        self.txs: list[SignedTx] = []
+        self.receipts: list[Receipt] = []
+        self.by_hash: dict[bytes, int] = {}
+        self.gas_used = 0
+        self.log_count = 0
+        self.bloom = 0
+        self.miniblock_count = 0
+        self.size = 0
+        # Roots grow with each mini-block so that sealing stays cheap (PERFORMANCE.md 3).
+        self.tx_trie = IncrementalTrie()
+        self.receipt_trie = IncrementalTrie()
+        self.hashed_upto = 0
+
+
+class SealedBlock:
+    __slots__ = ("header", "txs", "receipts")
+
+    def __init__(self, header: Header, txs: list[SignedTx], receipts: list[Receipt]) -> None:
+        self.header = header
+        self.txs = txs
+        self.receipts = receipts
+
+
+class Chain:
+    def __init__(self, config, store: ChainStore, state: FlatState, head: Header) -> None:
+        self.config = config
+        self.chain_id = config.chain.chain_id
+        self.store = store
+        self.state = state
+        self.head = head
+        self.open: OpenBlock | None = None
+        self.recent: OrderedDict[int, SealedBlock] = OrderedDict()
+        self.hash_to_number: dict[bytes, int] = {}
+        # tx hash -> (number, index) for the recent blocks, whose store writes may lag.
+        self.recent_tx: dict[bytes, tuple[int, int]] = {}
+        self.time_offset = 0  # evm_increaseTime, seconds
+        self.next_timestamp: int | None = None  # evm_setNextBlockTimestamp
+        self.miniblock_number = 0  # global mini-block counter
+
+    # -- building -----------------------------------------------------------------------
+
+    def open_block(self, now_seconds: int) -> OpenBlock:
+        parent = self.head
+        if self.next_timestamp is not None:
+            timestamp = self.next_timestamp
+            self.next_timestamp = None
+        else:
+            timestamp = max(now_seconds + self.time_offset, parent.timestamp)
+        number = parent.number + 1
+        env = BlockEnv(
+            number=number,
+            timestamp=timestamp,
+            base_fee=next_base_fee(parent.base_fee, parent.gas_used, parent.gas_limit),
+            gas_limit=self.config.chain.gas_limit,
+            coinbase=bytes.fromhex(self.config.chain.coinbase[2:]),
+            mix_hash=keccak(b"prevrandao" + parent.hash),
+            prev_hashes=self._prev_hashes(),
+            chain_id=self.chain_id,
+        )
+        self.open = OpenBlock(env)
+        self._executor = Executor(self.state, env)
+        self._block_preprocessing(env, parent)
+        return self.open
+
+    def _block_preprocessing(self, env: BlockEnv, parent: Header) -> None:
+        # EIP-2935: the history contract keeps the parent hash (py-evm's Prague does this).
+        from eth.vm.forks.prague.constants import (
+            HISTORY_SERVE_WINDOW, HISTORY_STORAGE_ADDRESS, HISTORY_STORAGE_CONTRACT_CODE)
+        if self.state.get_code(HISTORY_STORAGE_ADDRESS) == HISTORY_STORAGE_CONTRACT_CODE:
+            self.state.set_storage(HISTORY_STORAGE_ADDRESS, (env.number - 1) % HISTORY_SERVE_WINDOW,
+                                   int.from_bytes(parent.hash, "big"))
+
+    def _prev_hashes(self) -> list[bytes]:
+        hashes = []
+        number = self.head.number
+        while number >= 0 and len(hashes) < 256:
+            header = self.header(number)
+            if header is None:
+                break
+            hashes.append(header.hash)
+            number -= 1
+        return hashes
+
+    def apply(self, tx: SignedTx) -> Receipt:
+        """Execute `tx` in the open block. Raises TxInvalid and changes nothing if it can't run."""
+        block = self.open
+        receipt = self._executor.execute(tx, block.gas_used)
+        index = len(block.txs)
+        receipt.tx_index = index
+        receipt.block_number = block.env.number
+        receipt.miniblock = self.miniblock_number
+        for log in receipt.logs:
+            log.log_index = block.log_count
+            log.tx_index = index
+            log.tx_hash = tx.hash
+            log.block_number = block.env.number
+            block.log_count += 1
+        block.txs.append(tx)
+        block.receipts.append(receipt)
+        block.by_hash[tx.hash] = index
+        block.gas_used = receipt.cumulative_gas_used
+        block.bloom |= receipt.bloom
+        block.size += len(tx.raw)
+        return receipt
+
+    def end_miniblock(self) -> None:
+        """Close a mini-block: fold its items into the roots so the seal stays cheap."""
+        block = self.open
+        start = block.hashed_upto
+        for index in range(start, len(block.txs)):
+            key = rlp.encode(index)
+            block.tx_trie.set(key, block.txs[index].raw)
+            block.receipt_trie.set(key, block.receipts[index].consensus_encoding())
+        block.hashed_upto = len(block.txs)
+        block.tx_trie.root_hash()
+        block.receipt_trie.root_hash()
+        self.state.state_root()
+        block.miniblock_count += 1
+        self.miniblock_number += 1
+
+    def seal(self) -> tuple[SealedBlock, list, list]:
+        """Finish the open block: header, hash; returns the block and its store writes."""
+        block = self.open
+        if block.hashed_upto != len(block.txs):
+            self.end_miniblock()
+        env = block.env
+        header = Header()
+        header.parent_hash = self.head.hash
+        header.coinbase = env.coinbase
+        header.state_root = self.state.state_root()
+        header.tx_root = block.tx_trie.root_hash()
+        header.receipt_root = block.receipt_trie.root_hash()
+        header.bloom = block.bloom
+        header.number = env.number
+        header.gas_limit = env.gas_limit
+        header.gas_used = block.gas_used
+        header.timestamp = env.timestamp
+        header.extra_data = b""
+        header.mix_hash = env.mix_hash
+        header.base_fee = env.base_fee
+        header.miniblock_count = block.miniblock_count
+        header.size = 0
+        header.seal()
+        header.size = len(header.encode()) + block.size
+        sealed = SealedBlock(header, block.txs, block.receipts)
+        puts = self.store.block_puts(header, [[tx.raw, tx.sender] for tx in block.txs], block.receipts)
+        state_puts, deletes = self.store.state_puts(self.state.take_changes(), header.number)
+        puts.extend(state_puts)
+        self.head = header
+        self.open = None
+        self._executor = None
+        self._remember(sealed)
+        return sealed, puts, deletes
+
+    def _remember(self, sealed: SealedBlock) -> None:
+        self.recent[sealed.header.number] = sealed
+        number = sealed.header.number
+        self.hash_to_number[sealed.header.hash] = number
+        recent_tx = self.recent_tx
+        for index, tx in enumerate(sealed.txs):
+            recent_tx[tx.hash] = (number, index)
+        while len(self.recent) > RECENT_BLOCKS:
+            _, old = self.recent.popitem(last=False)
+            for tx in old.txs:
+                recent_tx.pop(tx.hash, None)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def header(self, number: int) -> Header | None:
+        block = self.recent.get(number)
+        if block is not None:
+            return block.header
+        if number == self.head.number:
+            return self.head
+        return self.store.header(number)
+
+    def number_of_hash(self, block_hash: bytes) -> int | None:
+        number = self.hash_to_number.get(block_hash)
+        return number if number is not None else self.store.number_of_hash(block_hash)
+
+    def block_transactions(self, number: int) -> list[SignedTx]:
+        block = self.recent.get(number)
+        if block is not None:
+            return block.txs
+        return [decode_raw_transaction(raw, self.chain_id, sender=sender) for raw, sender in self.store.body(number)]
+
+    def block_receipts(self, number: int) -> list[Receipt]:
+        block = self.recent.get(number)
+        if block is not None:
+            return block.receipts
+        return self.store.receipts(number)
+
+    def find_transaction(self, tx_hash: bytes) -> tuple[SignedTx, Receipt, bytes] | None:
+        """(tx, receipt, block hash or the pending placeholder) for an executed tx."""
+        block = self.open
+        if block is not None:
+            index = block.by_hash.get(tx_hash)
+            if index is not None:
+                return block.txs[index], block.receipts[index], PENDING_BLOCK_HASH
+        location = self.recent_tx.get(tx_hash) or self.store.tx_location(tx_hash)
+        if location is None:
+            return None
+        number, index = location
+        header = self.header(number)
+        return self.block_transactions(number)[index], self.block_receipts(number)[index], header.hash
+
