@@ -22,13 +22,15 @@ incrementally at seal time.
 addresses and slots (journaled, reset at `lock_changes`) and the storage values as
 of the start of the transaction (EIP-2200/3529 SSTORE gas). `BlixtState` is
 PragueState over that adapter, with an executor that trusts a sender recovered at
-ingress (see `prime_sender`) and skips py-evm's eager debug strings.
+ingress (see `prime_sender`) and skips py-evm's eager debug strings, and with
+EIP-1153 transient storage journaled in the same undo log
+(`JournaledTransientStorage`).
 
 Semantics follow py-evm's AccountDB exactly where execution can observe them (a
 differential test proves it): an account exists once anything writes it, including
 `touch`; an account with no nonce, balance or code is still in the trie until
-EIP-161 clearing deletes it; `delete_account` also drops its storage;
-`clear_storage` (CREATE2) leaves an existing, empty-storaged account behind.
+EIP-161 clearing deletes it; `delete_account` also drops its storage; the adapter's
+`delete_storage` (CREATE2) leaves an existing, empty-storaged account behind.
 
 Errors: `ValueError` for out-of-range values written through the fast methods,
 `KeyError` for an unknown checkpoint, py-evm's `MissingBytecode` for a code hash
@@ -60,6 +62,7 @@ from eth.constants import CREATE_CONTRACT_ADDRESS
 from eth.db.journal import get_next_checkpoint as _next_checkpoint_id
 from eth.db.witness import MetaWitness
 from eth.vm.forks.prague.state import PragueState, PragueTransactionExecutor
+from eth.vm.forks.spurious_dragon._utils import collect_touched_accounts
 from eth.vm.interrupt import MissingBytecode
 from eth.vm.message import Message
 from eth._utils.address import generate_contract_address
@@ -500,6 +503,8 @@ class FlatState:
                 account_trie.delete_path(path)
                 storage_tries.pop(address, None)
                 storage_roots.pop(address, None)
+                # Touched-and-cleared addresses (EIP-161) must not pile up here.
+                del hashed_addresses[address]
                 continue
             slots = all_storage.get(address)
             trie = storage_tries.get(address)
@@ -614,9 +619,9 @@ class FlatAccountDB(AccountDatabaseAPI):
     py-evm reads it on every snapshot; `make_state_root()` computes the real one.
     """
 
-    def __init__(self, flat: Optional[FlatState] = None, state_root: bytes = BLANK_ROOT) -> None:  # noqa: D401
-        # The signature mirrors AccountDatabaseAPI(db, state_root) loosely: there is
-        # no py-evm database here, the FlatState is the state.
+    def __init__(self, flat: Optional[FlatState] = None, state_root: bytes = BLANK_ROOT) -> None:
+        # AccountDatabaseAPI's constructor takes (db, state_root); there is no py-evm
+        # database here: the FlatState is the state (a fresh one when none is given).
         if not isinstance(flat, FlatState):
             flat = FlatState()
         self.flat = flat
@@ -809,8 +814,10 @@ class BlixtTransactionExecutor(PragueTransactionExecutor):
 
     py-evm's `build_evm_message` formats a debug2 line (repr of the transaction,
     keccak of its data) whether or not debug logging is on: ~17–20 µs per tx
-    (PERFORMANCE.md). This is the same message building (Cancun's, with Prague's
-    delegation-aware code lookup and authorization refunds), minus the string.
+    (PERFORMANCE.md); `finalize_computation` formats two more. These are the same
+    steps (Cancun's message building with Prague's delegation-aware code lookup and
+    authorization refunds; Frontier's fee settlement with EIP-161 clearing), minus
+    the strings. The differential tests hold them to stock py-evm.
     """
 
     def build_evm_message(self, transaction: SignedTransactionAPI) -> Message:
@@ -846,6 +853,29 @@ class BlixtTransactionExecutor(PragueTransactionExecutor):
             refund=msg_refund,
             is_delegation=is_delegation,
         )
+
+
+    def finalize_computation(self, transaction: SignedTransactionAPI, computation):
+        # Frontier's fee settlement + Spurious Dragon's EIP-161 clearing, as py-evm
+        # composes them for Prague, minus their eagerly formatted debug strings.
+        vm_state = self.vm_state
+        gas_price = vm_state.get_transaction_context(transaction).gas_price
+        gas_remaining = computation.get_gas_remaining()
+        gas_used = transaction.gas - gas_remaining
+        gas_refund = self.calculate_gas_refund(computation, gas_used)
+        computation.data_floor_gas = self.calc_data_floor_gas(transaction, gas_used, gas_refund)
+        refund_amount = (gas_refund + gas_remaining - computation.data_floor_gas) * gas_price
+        if refund_amount:
+            vm_state.delta_balance(computation.msg.sender, refund_amount)
+        gas_used = transaction.gas - gas_remaining - gas_refund + computation.data_floor_gas
+        # EIP-161: the coinbase is touched even when the fee is zero.
+        vm_state.delta_balance(vm_state.coinbase, gas_used * vm_state.get_tip(transaction))
+        for account in computation.get_accounts_for_deletion():
+            vm_state.delete_account(account)
+        for account in collect_touched_accounts(computation):
+            if vm_state.account_exists(account) and vm_state.account_is_empty(account):
+                vm_state.delete_account(account)
+        return computation
 
 
 class BlixtState(PragueState):

@@ -90,11 +90,11 @@ class SignedTx:
 
 
 def prime_sender(evm_tx: Any, sender: bytes) -> None:
-    """Hand py-evm the sender recovered at ingress (its `sender` is a cached_property)."""
-    evm_tx.__dict__["sender"] = sender
-    inner = getattr(evm_tx, "_inner", None)
-    if inner is not None:
-        inner.__dict__["sender"] = sender
+    """Hand py-evm the sender recovered at ingress, so it neither recovers nor
+    re-verifies the signature (node/chain/state.py's prime_sender says how)."""
+    from node.chain.state import prime_sender as prime
+
+    prime(evm_tx, sender)
 
 
 def decode_raw_transaction(raw: bytes, chain_id: int, sender: bytes | None = None) -> SignedTx:
