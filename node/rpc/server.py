@@ -18,6 +18,38 @@ only moves requests in and responses out, as cheaply as Python allows:
 Why no framework: PERFORMANCE.md measured aiohttp at 3.6-4.5x the cost of a raw
 protocol per request, and the RPC shares one core with execution.
 
+A connection's states: HTTP (keep-alive, pipelined) ──101──► WebSocket (OPEN ──►
+CLOSING ──► closed); from HTTP, a Connection: close, an HTTP/1.0 request without
+keep-alive or a rejected request (400/413/431) leads to "finishing": the answers
+still owed go out in order, then a half-close, reading and discarding whatever the
+client still sends for up to 2 s (so it sees our answer, not a reset), then close.
+
+Bounds, so that no client grows the server's memory without limit:
+  - request body / WS message      max_body_bytes (5 MiB, as geth)
+  - request head                   max_header_bytes (1 MiB, as Go's net/http)
+  - answers owed on a connection   128 (pipelined HTTP requests or WS requests whose
+                                   handler still awaits); past that the connection is
+                                   not read until half of them are out
+  - outgoing WS buffer             max_ws_buffer_bytes (16 MiB): a subscriber that
+                                   does not read gets close 1008 and its Session is
+                                   closed at once (on_close callbacks run, notify
+                                   becomes a no-op); if it still does not take the
+                                   close frame within ws_close_timeout (5 s), the TCP
+                                   connection is dropped
+  - kernel write buffer full       the connection is not read until it drains
+
+Rules for handlers and the code that pushes notifications:
+  - everything runs on the event loop thread; call Session.notify from it;
+  - notifications a *synchronous* handler sends on its own session are delivered
+    after that handler's answer (an eth_subscribe answer precedes its first push);
+    from an async handler there is no such ordering, so keep eth_subscribe sync;
+  - on HTTP, Session.notify is a no-op (is_websocket tells the handler);
+  - a connection that closes while its handler still awaits: the handler runs to
+    completion (it is not cancelled), its answer is dropped; RpcServer.stop()
+    cancels the handlers still awaiting.
+  - Content-Type is not checked (geth answers 415 to anything but JSON; anvil and
+    curl users send anything), no compression is negotiated on WebSocket.
+
 Errors (what a client sees; codes follow geth and anvil):
   -32700 parse error            body is not JSON
   -32600 invalid request        not an object, bad "jsonrpc", missing method, bad id,
@@ -45,7 +77,7 @@ import inspect
 import logging
 from collections import deque
 from time import perf_counter
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import httptools
 import orjson
@@ -634,8 +666,6 @@ class _Connection(asyncio.Protocol):
         if self.read_paused_for_pipeline and len(pending) <= _MAX_PIPELINE // 2:
             self.read_paused_for_pipeline = False
             self._update_reading()
-        if self.batched is None:
-            self._flush_batched()
 
     def _write(self, data: bytes) -> None:
         if self.batched is not None:
@@ -815,7 +845,9 @@ class _Connection(asyncio.Protocol):
                 transport.close()
         if ws.state is not State.OPEN:
             self.session._mark_closed()
-            if ws.close_expected() and self.close_timer is None and not transport.is_closing():
+            # Whether we wait for the peer's close frame or for our buffer to drain
+            # into a peer that does not read, the wait is bounded.
+            if self.close_timer is None:
                 self.close_timer = asyncio.get_running_loop().call_later(
                     self.server.ws_close_timeout, transport.abort
                 )
