@@ -71,14 +71,24 @@ async def serve(config) -> int:
     from node.rpc.eth import EthApi
     from node.rpc.server import RpcServer
 
+    from node.metrics import NodeMetrics
+
+    metrics = NodeMetrics()
     try:
-        node = Node(config)
+        node = Node(config, metrics)
     except StartupError as exc:
         print(f"blixt: {exc}", file=sys.stderr)
         return 1
     api = EthApi(node)
+
+    def render_metrics():
+        metrics.mempool.set(len(node.pool))
+        metrics.ws_subscribers.set(len(api.subscriptions))
+        return metrics.render()
+
     server = RpcServer(api.methods(), host=config.rpc.host, port=config.rpc.port,
-                       max_body_bytes=config.rpc.max_body_bytes, max_batch=config.rpc.max_batch)
+                       max_body_bytes=config.rpc.max_body_bytes, max_batch=config.rpc.max_batch,
+                       routes={"/metrics": render_metrics}, observer=metrics.rpc)
     await server.start()
     node.producer.start()
     print_banner(node, server.port)

@@ -216,7 +216,7 @@ class Producer:
         sealed, puts, deletes = self.chain.seal()
         deletes.extend(self.wal_keys)
         self.wal_keys = []
-        self.kv.write(puts, deletes)
+        self._write(puts, deletes)
         if self.metrics is not None:
             self.metrics.block(sealed, time.perf_counter() - started)
         for notify in self.on_block:
@@ -227,7 +227,15 @@ class Producer:
         self.wal_seq += 1
         key = b"w" + num8(self.wal_seq)
         self.wal_keys.append(key)
-        self.kv.write([(key, rlp.encode(record))], deletes)
+        self._write([(key, rlp.encode(record))], deletes)
+
+    def _write(self, puts, deletes) -> None:
+        if self.metrics is None:
+            self.kv.write(puts, deletes)
+            return
+        started = time.perf_counter()
+        self.kv.write(puts, deletes)
+        self.metrics.store_write.observe(time.perf_counter() - started)
 
     def log_dev_op(self, op: list) -> None:
         """Record a dev-method state change (anvil_setBalance, ...) for replay."""
