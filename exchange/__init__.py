@@ -1,0 +1,88 @@
+"""exchange - the exchange as a pure, deterministic state machine.
+
+Responsible for: assets and markets (from configuration), one central limit
+order book per market with price-time priority, matching, the unified account
+per 20-byte address (free and held balance per asset, open orders), maker and
+taker fees, events, a checkpointed undo log, an incremental state digest and
+persistence. Part 2 (perpetuals, lending books priced in rates, the portfolio
+risk engine, liquidation) plugs in beside spot: new command classes, a clearing
+per market kind, positions and loans on the same Account.
+
+It imports the standard library and sortedcontainers only: no EVM, no I/O, no
+clock, no floats, no randomness; iteration that can reach an output is in an
+explicit order (sorted ids, FIFO links, commutative sums).
+
+Flow of one command::
+
+    Engine.apply(command, ctx)                        engine.py
+      |  route by command class
+      v
+    handler: validate everything  --reject-->  ExchangeError(Reason)  (state untouched)
+      |  (spot: SpotClearing.hold_for = the pre-trade check, R1)     clearing.py
+      v
+    OrderBook.match(order, now) -> outcomes           book.py  (knows ints only)
+      |
+      v
+    SpotClearing.settle: balances, fees, Fill events (R2)            clearing.py
+      |  remainder rests (GTC / post-only) or is cancelled (IOC / market / STP)
+      v
+    (result, [events])   every mutation: undo entry if a checkpoint is open,
+                         touched object marked dirty for state_digest()
+
+Modules:
+    types.py     enums (Side, TimeInForce, OrderType, SelfTradePrevention,
+                 MarketKind, MarketStatus, OrderStatus, CancelReason), Context,
+                 FEE_SCALE / RATE_SCALE
+    config.py    load(parsed_toml) -> ExchangeConfig; default_config.toml is the
+                 default set (USDC, WETH, WBTC; ETH-USDC, BTC-USDC, ETH-PERP, BTC-PERP)
+    commands.py  Deposit, Withdraw, PlaceOrder, CancelOrder, CancelByClientId,
+                 CancelAll, ModifyOrder, Batch, ExpireOrders, SetMarketStatus; results
+    events.py    Deposited, Withdrawn, OrderAccepted, Fill, OrderCancelled,
+                 OrderModified, MarketStatusChanged
+    errors.py    ExchangeError, Reason (stable integer codes)
+    book.py      Order, Level, OrderBook (fast: linked FIFO levels, SortedList of prices)
+    reference.py NaiveBook: the obviously-correct book the fast one is tested against
+    accounts.py  Account, Market, fee rounding
+    clearing.py  SpotClearing: holds, settlement, release
+    engine.py    Engine, views, balance_report(), audit()
+
+States of an order: accepted -> (filled | resting | cancelled); resting ->
+(filled | cancelled by user, expiry, self-trade prevention). A market is
+ACTIVE, CANCEL_ONLY (no new orders or modifies) or HALTED (only expiry).
+
+Errors: every rejection is ExchangeError with a Reason whose integer value is
+stable (errors.py lists them); a rejected command changes nothing. Batches
+return errors as values, one per action.
+
+Checkpoints: checkpoint() -> token, revert(token), commit(token), nested, backed
+by an undo log (no copies), so the EVM can roll the engine back with a reverted
+transaction. state_digest() is an additive multiset hash brought up to date
+from the objects changed since the last call; to_bytes()/from_bytes() persist.
+"""
+
+from .commands import (
+    BalanceResult, Batch, BatchResult, CancelAll, CancelAllResult, CancelByClientId, CancelOrder,
+    CancelResult, Deposit, ExpireOrders, ExpireResult, ModifyOrder, ModifyResult, OrderResult,
+    PlaceOrder, SetMarketStatus, StatusResult, Withdraw,
+)
+from .config import AssetConfig, ConfigError, ExchangeConfig, MarketConfig, load
+from .engine import AssetBalance, BalanceReport, Engine, OrderView
+from .errors import ExchangeError, Reason
+from .events import (
+    Deposited, Fill, MarketStatusChanged, OrderAccepted, OrderCancelled, OrderModified, Withdrawn,
+)
+from .types import (
+    FEE_SCALE, RATE_SCALE, CancelReason, Context, MarketKind, MarketStatus, OrderStatus, OrderType,
+    SelfTradePrevention, Side, TimeInForce,
+)
+
+__all__ = [
+    "AssetBalance", "AssetConfig", "BalanceReport", "BalanceResult", "Batch", "BatchResult",
+    "CancelAll", "CancelAllResult", "CancelByClientId", "CancelOrder", "CancelReason",
+    "CancelResult", "ConfigError", "Context", "Deposit", "Deposited", "Engine", "ExchangeConfig",
+    "ExchangeError", "ExpireOrders", "ExpireResult", "FEE_SCALE", "Fill", "MarketConfig",
+    "MarketKind", "MarketStatus", "MarketStatusChanged", "ModifyOrder", "ModifyResult",
+    "OrderAccepted", "OrderCancelled", "OrderModified", "OrderResult", "OrderStatus", "OrderType",
+    "OrderView", "PlaceOrder", "RATE_SCALE", "Reason", "SelfTradePrevention", "SetMarketStatus",
+    "Side", "StatusResult", "TimeInForce", "Withdraw", "Withdrawn", "load",
+]

@@ -1,0 +1,158 @@
+"""Commands (what an account asks) and results (what it gets back).
+
+Plain slotted dataclasses, one per action, in the manner of exchange-core's
+``common/api/Api*`` objects. ``account`` is always the 20-byte address the
+chain saw as ``msg.sender``: the engine trusts it and checks ownership with it.
+Quantities are in base units (whole lots), prices in quote units per lot on the
+tick grid (see ``exchange.config``). Part 2 adds commands (oracle prices,
+borrow / lend, de-risk policies, liquidate) as new classes; the engine routes by
+class, so nothing here changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ExchangeError
+from .types import MarketStatus, OrderStatus, OrderType, SelfTradePrevention, Side, TimeInForce
+
+
+@dataclass(slots=True)
+class Deposit:
+    account: bytes
+    asset: int
+    amount: int
+
+
+@dataclass(slots=True)
+class Withdraw:
+    account: bytes
+    asset: int
+    amount: int
+
+
+@dataclass(slots=True)
+class PlaceOrder:
+    account: bytes
+    market: int
+    side: Side
+    price: int  # limit price; for a MARKET order the worst acceptable price
+    quantity: int  # base units, a whole number of lots
+    time_in_force: TimeInForce = TimeInForce.GTC
+    order_type: OrderType = OrderType.LIMIT
+    client_order_id: int = 0  # 0 = none; else unique among the account's open orders
+    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_INCOMING
+    expires_at: int = 0  # block timestamp at which a resting order expires; 0 = never
+
+
+@dataclass(slots=True)
+class CancelOrder:
+    account: bytes
+    order_id: int
+
+
+@dataclass(slots=True)
+class CancelByClientId:
+    account: bytes
+    client_order_id: int
+
+
+@dataclass(slots=True)
+class CancelAll:
+    account: bytes
+    market: int | None = None  # None = every market
+
+
+@dataclass(slots=True)
+class ModifyOrder:
+    """Change a resting order's price and/or its open (remaining) quantity.
+
+    A quantity decrease at the same price keeps time priority; a price change
+    or a quantity increase re-queues at the back of the (new) level. A modify
+    never takes liquidity: one that would cross is rejected.
+    """
+
+    account: bytes
+    order_id: int
+    price: int
+    quantity: int  # the new remaining quantity, base units
+
+
+@dataclass(slots=True)
+class Batch:
+    """Up to ``max_batch_actions`` actions of one account, applied in order;
+    each gets its own result or error, and a failed action changes nothing."""
+
+    account: bytes
+    actions: tuple
+
+
+@dataclass(slots=True)
+class ExpireOrders:
+    """Cancel every resting order whose ``expires_at`` <= the block timestamp.
+
+    The chain sends it at the start of each block. Matching never fills an
+    expired order even before this runs: it removes it when it meets it.
+    """
+
+    limit: int = 0  # most orders to expire in this command; 0 = all due
+
+
+@dataclass(slots=True)
+class SetMarketStatus:
+    account: bytes  # must be the configured admin
+    market: int
+    status: MarketStatus
+
+
+# ---- results -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BalanceResult:
+    asset: int
+    available: int  # free balance after the command
+
+
+@dataclass(slots=True)
+class OrderResult:
+    order_id: int
+    status: OrderStatus
+    filled_quantity: int  # base units filled by this command
+    remaining_quantity: int  # base units resting (0 unless RESTING)
+
+
+@dataclass(slots=True)
+class CancelResult:
+    order_id: int
+    remaining_quantity: int  # base units that were still open
+
+
+@dataclass(slots=True)
+class CancelAllResult:
+    cancelled: int
+
+
+@dataclass(slots=True)
+class ModifyResult:
+    order_id: int
+    requeued: bool
+
+
+@dataclass(slots=True)
+class BatchResult:
+    results: tuple  # each a result object or an ExchangeError, in action order
+
+    def errors(self) -> list[ExchangeError]:
+        return [r for r in self.results if isinstance(r, ExchangeError)]
+
+
+@dataclass(slots=True)
+class ExpireResult:
+    expired: int
+
+
+@dataclass(slots=True)
+class StatusResult:
+    market: int
+    status: MarketStatus

@@ -1,0 +1,221 @@
+"""Assets, markets and engine limits, from configuration.
+
+``load(mapping)`` takes the already-parsed TOML (either the whole document,
+which has an ``exchange`` table, or that table itself) and returns a validated,
+immutable :class:`ExchangeConfig`. It reads no files: the node parses
+``configs/devnet.toml``; tests and the benchmark parse
+``exchange/default_config.toml``, the one source of the default set.
+
+Units (see docs/exchange.md):
+
+* an asset amount is an int in the asset's smallest unit (``decimals``);
+* ``lot_size`` is in base units; an order's quantity is a whole number of lots;
+* a price is an int in quote units *per lot* and a multiple of ``tick_size``,
+  so ``notional = price * quantity // lot_size`` is exact, no rounding;
+* ``min_notional`` is in quote units; fees are parts per ``FEE_SCALE``.
+
+Unknown keys are rejected, so a typo in a config is an error, not a default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .types import FEE_SCALE, MarketKind, MarketStatus
+
+
+class ConfigError(ValueError):
+    """The exchange configuration is malformed or inconsistent."""
+
+
+@dataclass(slots=True, frozen=True)
+class AssetConfig:
+    id: int
+    symbol: str
+    decimals: int
+
+
+@dataclass(slots=True, frozen=True)
+class MarketConfig:
+    id: int
+    symbol: str
+    kind: MarketKind
+    base: int  # asset id
+    quote: int  # asset id
+    lot_size: int  # base units per lot
+    tick_size: int  # quote units per lot per price step
+    min_notional: int  # quote units
+    maker_fee: int  # parts per FEE_SCALE
+    taker_fee: int  # parts per FEE_SCALE
+    status: MarketStatus
+
+
+@dataclass(slots=True, frozen=True)
+class ExchangeConfig:
+    assets: tuple[AssetConfig, ...]  # sorted by id
+    markets: tuple[MarketConfig, ...]  # sorted by id
+    fee_account: bytes  # 20-byte address that collects fees
+    admin: bytes  # 20-byte address allowed to change market status
+    max_open_orders_per_account: int
+    max_batch_actions: int
+    fills_kept_per_account: int  # recent fills kept for the account view
+
+    def asset(self, symbol: str) -> AssetConfig:
+        for a in self.assets:
+            if a.symbol == symbol:
+                return a
+        raise KeyError(symbol)
+
+    def market(self, symbol: str) -> MarketConfig:
+        for m in self.markets:
+            if m.symbol == symbol:
+                return m
+        raise KeyError(symbol)
+
+
+_TOP_KEYS = {
+    "fee_scale", "fee_account", "admin", "max_open_orders_per_account",
+    "max_batch_actions", "fills_kept_per_account", "assets", "markets",
+}
+_ASSET_KEYS = {"id", "symbol", "decimals"}
+_MARKET_KEYS = {
+    "id", "symbol", "kind", "base", "quote", "lot_size", "tick_size",
+    "min_notional", "maker_fee", "taker_fee", "status",
+}
+
+
+def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
+    """Validate a parsed TOML mapping into an :class:`ExchangeConfig`."""
+    table = mapping.get("exchange", mapping)
+    if not isinstance(table, Mapping):
+        raise ConfigError("[exchange] must be a table")
+    _no_unknown(table, _TOP_KEYS, "[exchange]")
+    fee_scale = _int(table, "fee_scale", "[exchange]", default=FEE_SCALE)
+    if fee_scale != FEE_SCALE:
+        # The scale is a compile-time constant of the engine; the config states
+        # it so a reader sees the unit, and a mismatch is a mistake.
+        raise ConfigError(f"fee_scale must be {FEE_SCALE}")
+
+    assets = []
+    for i, raw in enumerate(_list(table, "assets")):
+        where = f"assets[{i}]"
+        _no_unknown(raw, _ASSET_KEYS, where)
+        decimals = _int(raw, "decimals", where)
+        if not 0 <= decimals <= 36:
+            raise ConfigError(f"{where}.decimals out of range")
+        assets.append(AssetConfig(_int(raw, "id", where), _str(raw, "symbol", where), decimals))
+    assets.sort(key=lambda a: a.id)
+    _unique([a.id for a in assets], "asset id")
+    _unique([a.symbol for a in assets], "asset symbol")
+    by_symbol = {a.symbol: a.id for a in assets}
+
+    markets = []
+    for i, raw in enumerate(_list(table, "markets")):
+        where = f"markets[{i}]"
+        _no_unknown(raw, _MARKET_KEYS, where)
+        kind = _enum(MarketKind, _str(raw, "kind", where), where)
+        status = _enum(MarketStatus, raw.get("status", "active"), where)
+        base, quote = (_asset_ref(raw, k, by_symbol, where) for k in ("base", "quote"))
+        if base == quote:
+            raise ConfigError(f"{where}: base and quote must differ")
+        m = MarketConfig(
+            id=_int(raw, "id", where),
+            symbol=_str(raw, "symbol", where),
+            kind=kind,
+            base=base,
+            quote=quote,
+            lot_size=_int(raw, "lot_size", where),
+            tick_size=_int(raw, "tick_size", where),
+            min_notional=_int(raw, "min_notional", where, default=0),
+            maker_fee=_int(raw, "maker_fee", where, default=0),
+            taker_fee=_int(raw, "taker_fee", where, default=0),
+            status=status,
+        )
+        if m.lot_size <= 0 or m.tick_size <= 0 or m.min_notional < 0:
+            raise ConfigError(f"{where}: lot_size and tick_size must be positive")
+        # Rebates (negative fees) would let the fee account go negative; they
+        # need a funded rebate pool first.
+        if not (0 <= m.maker_fee <= FEE_SCALE and 0 <= m.taker_fee <= FEE_SCALE):
+            raise ConfigError(f"{where}: fees must be within 0..{FEE_SCALE}")
+        markets.append(m)
+    markets.sort(key=lambda m: m.id)
+    _unique([m.id for m in markets], "market id")
+    _unique([m.symbol for m in markets], "market symbol")
+
+    cfg = ExchangeConfig(
+        assets=tuple(assets),
+        markets=tuple(markets),
+        fee_account=_address(table, "fee_account"),
+        admin=_address(table, "admin"),
+        max_open_orders_per_account=_int(table, "max_open_orders_per_account", "[exchange]", default=1000),
+        max_batch_actions=_int(table, "max_batch_actions", "[exchange]", default=32),
+        fills_kept_per_account=_int(table, "fills_kept_per_account", "[exchange]", default=64),
+    )
+    if cfg.max_open_orders_per_account <= 0 or cfg.max_batch_actions <= 0 or cfg.fills_kept_per_account < 0:
+        raise ConfigError("[exchange] limits must be positive")
+    return cfg
+
+
+def _no_unknown(raw: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}")
+
+
+def _list(table: Mapping[str, Any], key: str) -> list:
+    value = table.get(key)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"[exchange].{key} must be a non-empty array of tables")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, where: str, default: int | None = None) -> int:
+    value = raw.get(key, default)
+    # bool is an int subclass; `true` for a size is a typo, not 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}.{key} must be an integer")
+    return value
+
+
+def _str(raw: Mapping[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a non-empty string")
+    return value
+
+
+def _enum(enum: type, name: Any, where: str):
+    try:
+        return enum[str(name).upper()]
+    except KeyError:
+        raise ConfigError(f"{where}: unknown {enum.__name__} {name!r}") from None
+
+
+def _asset_ref(raw: Mapping[str, Any], key: str, by_symbol: dict[str, int], where: str) -> int:
+    value = raw.get(key)
+    if isinstance(value, str) and value in by_symbol:
+        return by_symbol[value]
+    if isinstance(value, int) and not isinstance(value, bool) and value in by_symbol.values():
+        return value
+    raise ConfigError(f"{where}.{key}: unknown asset {value!r}")
+
+
+def _address(table: Mapping[str, Any], key: str) -> bytes:
+    value = table.get(key)
+    if not isinstance(value, str):
+        raise ConfigError(f"[exchange].{key} must be a 0x-prefixed 20-byte hex address")
+    try:
+        raw = bytes.fromhex(value[2:] if value.startswith(("0x", "0X")) else "!")
+    except ValueError:
+        raw = b""
+    if len(raw) != 20:
+        raise ConfigError(f"[exchange].{key} must be a 0x-prefixed 20-byte hex address")
+    return raw
+
+
+def _unique(values: list, what: str) -> None:
+    if len(set(values)) != len(values):
+        raise ConfigError(f"duplicate {what}")

@@ -1,0 +1,1 @@
+from exchange_helpers import config, engine  # noqa: F401  (fixtures)
