@@ -39,6 +39,8 @@ class SequencerConfig:
     instant: bool = False
     # Upper bound on transactions per mini-block, so one mini-block stays short.
     max_miniblock_txs: int = 4000
+    # Execution time budget of one mini-block; the rest waits for the next one.
+    miniblock_budget_ms: int = 5
     max_pending_per_sender: int = 1000
     max_pending_total: int = 200_000
     # A same-nonce replacement must raise both fee caps by at least this much (geth: 10).

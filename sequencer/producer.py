@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 import rlp
 
-from node.chain.blocks import Receipt
+from rusty_rlp import encode_raw
+
+from node.chain.blocks import Receipt, encode
 from node.chain.chain import Chain, SealedBlock
 from node.chain.execution import TxInvalid
 from node.chain.store import num8
@@ -41,6 +43,7 @@ class Producer:
         self.miniblock_interval = seq.miniblock_interval_ms / 1000
         self.block_time = seq.block_time_ms / 1000
         self.max_miniblock_txs = seq.max_miniblock_txs
+        self.miniblock_budget = seq.miniblock_budget_ms / 1000
         self.metrics = metrics
         self.wal_seq = 0
         self.wal_keys: list[bytes] = []
@@ -163,8 +166,12 @@ class Producer:
         failed: list[tuple[SignedTx, TxInvalid]] = []
         block_full = False
         self.ensure_open()
-        while len(executed) < limit and not block_full:
-            batch = pool.take_ready(limit - len(executed))
+        # A mini-block stops at its time budget too, so the next one (and the RPC
+        # between them) is never far away; what is left runs in the next mini-block.
+        deadline = started + self.miniblock_budget
+        perf = time.perf_counter
+        while len(executed) < limit and not block_full and perf() < deadline:
+            batch = pool.take_ready(min(limit - len(executed), 64))
             if not batch:
                 break
             for tx in batch:
@@ -191,8 +198,8 @@ class Producer:
                 receipts.append(receipt)
         if executed:
             chain.end_miniblock()
-            record = [WAL_MINIBLOCK, [[tx.raw, tx.sender] for tx in executed]]
-            self._wal(record, deletes=[b"p" + tx.hash for tx in executed])
+            self._wal_raw(encode_raw([b"\x01", [[tx.raw, tx.sender] for tx in executed]]),
+                          deletes=[b"p" + tx.hash for tx in executed])
         if failed:
             self.kv.write([], [b"p" + tx.hash for tx, _ in failed])
         # Preconfirm only after the WAL write above.
@@ -224,10 +231,13 @@ class Producer:
         return sealed
 
     def _wal(self, record: list, deletes=()) -> None:
+        self._wal_raw(encode(record), deletes)
+
+    def _wal_raw(self, encoded: bytes, deletes=()) -> None:
         self.wal_seq += 1
         key = b"w" + num8(self.wal_seq)
         self.wal_keys.append(key)
-        self._write([(key, rlp.encode(record))], deletes)
+        self._write([(key, encoded)], deletes)
 
     def _write(self, puts, deletes) -> None:
         if self.metrics is None:

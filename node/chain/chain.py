@@ -41,6 +41,9 @@ class OpenBlock:
         self.tx_trie = IncrementalTrie()
         self.receipt_trie = IncrementalTrie()
         self.hashed_upto = 0
+        # Store records of the receipts, encoded per mini-block, not all at the seal.
+        self.receipt_records: list = []
+        self.body: list = []
 
 
 class SealedBlock:
@@ -140,8 +143,12 @@ class Chain:
         start = block.hashed_upto
         for index in range(start, len(block.txs)):
             key = rlp.encode(index)
-            block.tx_trie.set(key, block.txs[index].raw)
-            block.receipt_trie.set(key, block.receipts[index].consensus_encoding())
+            tx = block.txs[index]
+            receipt = block.receipts[index]
+            block.tx_trie.set(key, tx.raw)
+            block.receipt_trie.set(key, receipt.consensus_encoding())
+            block.receipt_records.append(receipt.to_record())
+            block.body.append([tx.raw, tx.sender])
         block.hashed_upto = len(block.txs)
         block.tx_trie.root_hash()
         block.receipt_trie.root_hash()
@@ -174,7 +181,7 @@ class Chain:
         header.seal()
         header.size = len(header.encode()) + block.size
         sealed = SealedBlock(header, block.txs, block.receipts)
-        puts = self.store.block_puts(header, [[tx.raw, tx.sender] for tx in block.txs], block.receipts)
+        puts = self.store.block_puts(header, block.body, block.receipts, block.receipt_records)
         state_puts, deletes = self.store.state_puts(self.state.take_changes(), header.number)
         puts.extend(state_puts)
         self.head = header

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import rlp
 
-from node.chain.blocks import Header, Receipt
+from rusty_rlp import encode_raw
+
+from node.chain.blocks import Header, Receipt, encode
 from node.chain.kv import KV
 
 ZERO_SLOT_VALUE = b""
@@ -72,14 +74,16 @@ class ChainStore:
         raw = self.kv.get(b"t" + tx_hash)
         return None if raw is None else (_int(raw[:8]), _int(raw[8:]))
 
-    def block_puts(self, header: Header, raw_txs: list[list[bytes]], receipts: list[Receipt]) -> list:
+    def block_puts(self, header: Header, raw_txs: list[list[bytes]], receipts: list[Receipt],
+                   receipt_records: list | None = None) -> list:
         """`raw_txs` are [raw, sender] pairs: the sender is kept so a read never re-recovers."""
         n8 = num8(header.number)
         puts = [
-            (b"h" + n8, rlp.encode(header.to_record())),
+            (b"h" + n8, encode(header.to_record())),
             (b"H" + header.hash, n8),
-            (b"b" + n8, rlp.encode(raw_txs)),
-            (b"r" + n8, rlp.encode([r.to_record() for r in receipts])),
+            (b"b" + n8, encode_raw(raw_txs)),
+            (b"r" + n8, encode_raw(receipt_records if receipt_records is not None
+                                   else [r.to_record() for r in receipts])),
             (b"Mhead", n8),
         ]
         for index, receipt in enumerate(receipts):
@@ -97,13 +101,13 @@ class ChainStore:
                 puts.append((b"y" + address + n8, b""))
             else:
                 nonce, balance, code_hash = account
-                enc = rlp.encode([nonce, balance, code_hash])
+                enc = encode([nonce, balance, code_hash])
                 puts.append((b"a" + address, enc))
                 puts.append((b"y" + address + n8, enc))
         for address, slot, value in changes.storage:
             key = address + slot32(slot)
             if value:
-                enc = rlp.encode(value)
+                enc = encode(value)
                 puts.append((b"s" + key, enc))
             else:
                 enc = ZERO_SLOT_VALUE
