@@ -1,6 +1,7 @@
 """Exchange engine benchmark: throughput, latency and memory of exchange.Engine.
 
     python bench/engine.py [--commands N] [--seed S] [--no-journal] [--skip-memory]
+                           [--gc-gen0 N]
 
 Workload: 1,000 funded accounts, 4 spot markets, books pre-filled with resting
 orders, then a stream of about 60 % limit orders that rest (1..50 ticks off the
@@ -11,6 +12,11 @@ commit() (--no-journal drops that), and state_digest() is taken every
 --digest-every commands (default 10,000: one sealed block, about 1 s, at the
 chain's ~10k transactions/s); its time is in the throughput, not in the
 per-command latencies.
+
+The collector is set up the way the node runs it (PERFORMANCE.md, memory):
+``gc.freeze()`` after start-up and a generation-0 threshold of --gc-gen0
+allocations (default 50,000; 700 is CPython's default). Resting orders are
+linked in cycles, so the collector keeps re-walking them otherwise.
 
 The memory phase runs in a child process (so the throughput phase's garbage is
 not counted) and rests 1,000,000 orders (250 per account per market) and
@@ -111,7 +117,7 @@ def make_stream(rng: random.Random, n: int, accounts: list[bytes], markets, firs
     return commands
 
 
-def throughput(n: int, seed: int, journal: bool, digest_every: int) -> dict:
+def throughput(n: int, seed: int, journal: bool, digest_every: int, gc_gen0: int) -> dict:
     rng = random.Random(seed)
     engine = ex.Engine(bench_config(max_open=5000))
     accounts = addresses()
@@ -127,6 +133,8 @@ def throughput(n: int, seed: int, journal: bool, digest_every: int) -> dict:
     commands = make_stream(rng, n, accounts, markets, first_id=prefill + 1)
     gc.collect()
     gc.freeze()  # what start-up leaves behind is not young garbage (PERFORMANCE.md, memory)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(gc_gen0, *thresholds[1:])
 
     apply = engine.apply
     checkpoint, commit = engine.checkpoint, engine.commit
@@ -158,6 +166,7 @@ def throughput(n: int, seed: int, journal: bool, digest_every: int) -> dict:
             digest()
             digest_ns += clock() - d0
     elapsed = clock() - started
+    gc.set_threshold(*thresholds)
     gc.unfreeze()
     latencies.sort()
     report = engine.balance_report()
@@ -175,6 +184,7 @@ def throughput(n: int, seed: int, journal: bool, digest_every: int) -> dict:
         "digest_every": digest_every,
         "digest_us_per_command": round(digest_ns / 1e3 / n, 3),
         "journal": journal,
+        "gc_gen0": gc_gen0,
     }
 
 
@@ -224,13 +234,16 @@ def main() -> None:
     parser.add_argument("--no-journal", action="store_true")
     parser.add_argument("--digest-every", type=int, default=10_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--gc-gen0", type=int, default=50_000,
+                        help="generation-0 GC threshold during the timed phase (CPython default: 700)")
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child)))
         return
 
-    result = throughput(args.commands, args.seed, journal=not args.no_journal, digest_every=args.digest_every)
+    result = throughput(args.commands, args.seed, journal=not args.no_journal, digest_every=args.digest_every,
+                        gc_gen0=args.gc_gen0)
     print(f"throughput: {result['commands_per_s']:,} commands/s, p50 {result['p50_us']} us, "
           f"p99 {result['p99_us']} us, p99.9 {result['p999_us']} us, max {result['max_us']} us "
           f"({result['rejected']} rejected, journal={result['journal']})", flush=True)

@@ -248,6 +248,8 @@ class OrderBook:
         stp = taker.stp
         dirty_add = self.dirty.add
         log = self.log
+        undo_fill = self._undo_fill
+        relink = self._relink
         outcomes = []
         push = outcomes.append
         stopped = False
@@ -277,16 +279,28 @@ class OrderBook:
                         rem -= have
                         level.total -= have
                         o.remaining = 0
-                        log.append((self._undo_fill, o, have))
+                        log.append((undo_fill, o, have))
                         push((o, have))
-                        self.remove(o)
+                        # self.remove(o), inlined: o is the head of its level.
+                        level.head = nxt
+                        if nxt is None:
+                            level.tail = None
+                        else:
+                            nxt.prev = None
+                        level.count -= 1
+                        o.next = None
+                        o.live = False
+                        dirty_add(o)
+                        if level.count == 0:
+                            self._drop_level(opposite, level)
+                        log.append((relink, o, None, nxt, level))
                         if not rem:
                             break
                     else:
                         o.remaining = have - rem
                         level.total -= rem
                         dirty_add(o)
-                        log.append((self._undo_fill, o, rem))
+                        log.append((undo_fill, o, rem))
                         push((o, rem))
                         rem = 0
                         break

@@ -102,6 +102,7 @@ class SpotClearing:
         taker_address = taker_account.address
         keep_fills = engine._fills_kept
         push = events.append
+        reindex = engine._reindex
         # Snapshots are per command: the first one of an object in a command
         # holds its state before the command, which is all an undo needs.
         if taker.snap != epoch:
@@ -172,12 +173,22 @@ class SpotClearing:
                         maker.id, maker_account.address, maker.remaining * lot, maker_fee,
                         taker.id, taker_address, taker_left * lot, taker_fee)
             push(fill)
-            if keep_fills:  # engine._remember_fill for both sides, inlined
-                for fills, owner in ((maker_account.fills, maker_account), (taker_account.fills, taker_account)):
-                    log_append((_forget_fill, owner, fills[0] if len(fills) == keep_fills else None))
-                    fills.append(fill)
+            if keep_fills:  # engine._remember_fill for both sides, inlined and unrolled
+                fills = maker_account.fills
+                log_append((_forget_fill, maker_account, fills[0] if len(fills) == keep_fills else None))
+                fills.append(fill)
+                fills = taker_account.fills
+                log_append((_forget_fill, taker_account, fills[0] if len(fills) == keep_fills else None))
+                fills.append(fill)
             if not maker.remaining:
-                engine._detach(maker)
+                # engine._detach(maker), inlined.
+                del maker_account.open_orders[maker.id]
+                if maker.client_order_id:
+                    del maker_account.client_ids[maker.client_order_id]
+                if maker.expires_at:
+                    engine._expiring.remove((maker.expires_at, maker.id))
+                    del engine._expiring_orders[maker.id]
+                log_append((reindex, maker))
                 if maker.reserved:
                     self.release(market, maker)  # a buy maker keeps only fee rounding slack
         return filled

@@ -15,6 +15,7 @@ of journalled per change.
 from __future__ import annotations
 
 import hashlib
+import struct
 from ast import literal_eval
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from .events import (
     Deposited, Fill, MarketStatusChanged, OrderAccepted, OrderCancelled, OrderModified, Withdrawn,
 )
 from .types import (
-    CancelReason, Context, MarketKind, MarketStatus, OrderStatus, OrderType,
+    FEE_SCALE, CancelReason, Context, MarketKind, MarketStatus, OrderStatus, OrderType,
     SelfTradePrevention, Side, TimeInForce,
 )
 
@@ -57,6 +58,10 @@ _STP = {s.value: s for s in SelfTradePrevention}
 _ORDER_TYPE = {t.value: t for t in OrderType}
 
 _MOD = 1 << 256
+# An order's digest encoding when all its fields fit: address, then 13 signed
+# 64-bit fields (id, market, side, price, quantity, remaining, reserved,
+# fee_basis, fees_paid, client_order_id, stp, expires_at, seq).
+_ORDER_ENCODING = struct.Struct("<20s13q")
 _FORMAT = b"blixt-exchange-state/1\n"
 
 
@@ -191,16 +196,29 @@ class Engine:
         blake2b = hashlib.blake2b
         from_bytes = int.from_bytes
         account_format = self._account_format
+        pack_order = _ORDER_ENCODING.pack
+        struct_error = struct.error
         # Encodings are unambiguous: fixed fields, comma-separated decimal ints,
         # addresses always 20 bytes. The loop is inlined: it runs once per
         # object changed since the last digest.
         for obj in self._dirty:
             cls = obj.__class__
             if cls is Order:
-                term = from_bytes(blake2b(b"o%d,%b,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d" % (
-                    obj.id, obj.account.address, obj.market, obj.side, obj.price, obj.quantity,
-                    obj.remaining, obj.reserved, obj.fee_basis, obj.fees_paid, obj.client_order_id,
-                    obj.stp, obj.expires_at, obj.seq), digest_size=32).digest(), "big") if obj.live else 0
+                if obj.live:
+                    fields = (obj.account.address, obj.id, obj.market, obj.side, obj.price, obj.quantity,
+                              obj.remaining, obj.reserved, obj.fee_basis, obj.fees_paid,
+                              obj.client_order_id, obj.stp, obj.expires_at, obj.seq)
+                    try:
+                        # Fixed-width binary when every field fits 64 bits (the
+                        # usual case, ~4x cheaper to encode than decimal text) ...
+                        encoding = b"O" + pack_order(*fields)
+                    except struct_error:
+                        # ... else comma-separated decimals. The tags differ, so
+                        # the two encodings can never collide.
+                        encoding = b"o%b,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d" % fields
+                    term = from_bytes(blake2b(encoding, digest_size=32).digest(), "big")
+                else:
+                    term = 0
             elif cls is Account:
                 term = from_bytes(blake2b(account_format % (obj.address, *obj.available, *obj.reserved),
                                           digest_size=32).digest(), "big") if obj.exists else 0
@@ -416,8 +434,19 @@ class Engine:
         else:
             best = book.bids.best
             crosses = best is not None and best >= price
-        asset, hold = clearing.hold_for(m, side, price, lots, crosses)
-        if account.available[asset] < hold:
+        if clearing.__class__ is SpotClearing:
+            # SpotClearing.hold_for, inlined (same arithmetic, same rounding).
+            if side is _BUY:
+                notional = price * lots
+                asset = m.quote
+                hold = notional - (-notional * (m.max_fee if crosses else m.maker_fee) // FEE_SCALE)
+            else:
+                asset = m.base
+                hold = quantity  # lots * lot_size: a whole number of lots
+        else:
+            asset, hold = clearing.hold_for(m, side, price, lots, crosses)
+        available = account.available
+        if available[asset] < hold:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
         now = ctx.timestamp
         if crosses:
@@ -433,22 +462,57 @@ class Engine:
         self._next_order_id = order_id + 1
         seq = self._next_seq
         self._next_seq = seq + 1
-        o = Order(order_id, account, m.id, side, price, lots, cid, stp, expires_at, seq)
+        market_id = m.id
+        o = Order(order_id, account, market_id, side, price, lots, cid, stp, expires_at, seq)
+        log = self._log
         epoch = self._epoch
         if account.snap != epoch:  # self._snap(account), inlined
             account.snap = epoch
-            self._log.append((_restore_account, account, account.available[:], account.reserved[:]))
-        account.available[asset] -= hold
+            log.append((_restore_account, account, available[:], account.reserved[:]))
+        available[asset] -= hold
         account.reserved[asset] += hold
         o.reserved = hold
-        self._dirty.add(account)
-        events = [OrderAccepted(order_id, c.account, m.id, side, price, quantity, tif,
+        dirty = self._dirty
+        dirty.add(account)
+        events = [OrderAccepted(order_id, c.account, market_id, side, price, quantity, tif,
                                 order_type, cid, expires_at)]
-        filled = 0
-        stopped = False
-        if crosses:
-            outcomes, stopped = book.match(o, now)
-            filled = clearing.settle(m, o, outcomes, events, now)
+        if not crosses:
+            if rests:
+                # book.add and self._attach, inlined for the commonest command:
+                # a passive order that rests without matching. One undo entry
+                # covers both (see _undo_rest).
+                book_side = book.bids if side is _BUY else book.asks
+                level = book_side.levels.get(price)
+                if level is None:
+                    level = book._new_level(book_side, price)
+                tail = level.tail
+                o.prev = tail
+                if tail is None:
+                    level.head = o
+                else:
+                    tail.next = o
+                level.tail = o
+                level.total += lots
+                level.count += 1
+                o.live = True
+                dirty.add(o)
+                account.open_orders[order_id] = o
+                if cid:
+                    if account.client_ids is None:
+                        account.client_ids = {}
+                    account.client_ids[cid] = o
+                if expires_at:
+                    self._expiring.add((expires_at, order_id))
+                    self._expiring_orders[order_id] = o
+                log.append((self._undo_rest, o))
+                return OrderResult(order_id, _RESTING, 0, quantity), events
+            # An IOC that cannot take: nothing fills, its hold goes back.
+            clearing.release(m, o)
+            events.append(OrderCancelled(order_id, c.account, market_id, side, price, quantity,
+                                         CancelReason.IOC_REMAINDER))
+            return OrderResult(order_id, _CANCELLED, 0, 0), events
+        outcomes, stopped = book.match(o, now)
+        filled = clearing.settle(m, o, outcomes, events, now)
         remaining = o.remaining
         if not remaining:
             clearing.release(m, o)
@@ -456,11 +520,10 @@ class Engine:
         if rests and not stopped:
             book.add(o)
             self._attach(o)
-            if crosses:
-                clearing.trim(m, o)
+            clearing.trim(m, o)
             return OrderResult(order_id, _RESTING, filled * lot, remaining * lot), events
         clearing.release(m, o)
-        events.append(OrderCancelled(order_id, c.account, m.id, side, price, remaining * lot,
+        events.append(OrderCancelled(order_id, c.account, market_id, side, price, remaining * lot,
                                      CancelReason.SELF_TRADE if stopped else CancelReason.IOC_REMAINDER))
         return OrderResult(order_id, _CANCELLED, filled * lot, 0), events
 
@@ -483,11 +546,57 @@ class Engine:
         m = self._markets[o.market]
         if m.status is _HALTED:
             raise ExchangeError(Reason.MARKET_HALTED)
-        remaining = o.remaining * m.lot_size
-        m.book.remove(o)
-        self._unindex(o)  # self._detach(o), inlined
-        self._log.append((self._reindex, o))
-        m.clearing.release(m, o)
+        lots = o.remaining
+        remaining = lots * m.lot_size
+        # book.remove(o), inlined (the same undo entry).
+        book = m.book
+        side = book.bids if o.side == 0 else book.asks
+        level = side.levels[o.price]
+        p = o.prev
+        n = o.next
+        if p is None:
+            level.head = n
+        else:
+            p.next = n
+        if n is None:
+            level.tail = p
+        else:
+            n.prev = p
+        level.total -= lots
+        level.count -= 1
+        o.prev = o.next = None
+        o.live = False
+        self._dirty.add(o)
+        if level.count == 0:
+            book._drop_level(side, level)
+        log = self._log
+        log.append((book._relink, o, p, n, level))
+        # self._detach(o), inlined.
+        a = o.account
+        del a.open_orders[o.id]
+        if o.client_order_id:
+            del a.client_ids[o.client_order_id]
+        if o.expires_at:
+            self._expiring.remove((o.expires_at, o.id))
+            del self._expiring_orders[o.id]
+        log.append((self._reindex, o))
+        reserved = o.reserved
+        if reserved and m.clearing.__class__ is SpotClearing:
+            # SpotClearing.release -> _move_hold, inlined: the whole hold goes back.
+            epoch = self._epoch
+            if a.snap != epoch:
+                a.snap = epoch
+                log.append((_restore_account, a, a.available[:], a.reserved[:]))
+            if o.snap != epoch:
+                o.snap = epoch
+                log.append((_restore_order_money, o, reserved, o.fee_basis, o.fees_paid))
+            asset = m.quote if o.side == 0 else m.base
+            a.available[asset] += reserved
+            a.reserved[asset] -= reserved
+            o.reserved = 0
+            self._dirty.add(a)  # o is already marked by book.remove
+        else:
+            m.clearing.release(m, o)
         return (CancelResult(o.id, remaining),
                 [OrderCancelled(o.id, o.account.address, m.id, o.side, o.price, remaining, reason)])
 
@@ -678,6 +787,12 @@ class Engine:
         if o.expires_at:
             self._expiring.remove((o.expires_at, o.id))
             del self._expiring_orders[o.id]
+
+    def _undo_rest(self, o: Order) -> None:
+        """Undo of the inlined rest in _place: unindex, then take it off the book
+        (the reverse of the order they were done in)."""
+        self._unindex(o)
+        self._markets[o.market].book.remove(o)  # its undo entry is cut off by the runner
 
     def _reindex(self, o: Order) -> None:
         self._attach(o)  # its undo entry is appended past the cut and dropped
