@@ -27,8 +27,10 @@ Modules:
     cli        argparse (prog "blixt stress"), the phases, exit codes
     keys       dev accounts from the mnemonic (BIP-39/32), senders from a seed
     signing    fast EIP-1559 signing, multi-process presign
-    workloads  registry: transfers, erc20, call, orders (hook); contracts/ holds the
-               Solidity sources and their compiled artifacts (solcjs 0.8.37)
+    workloads  registry: transfers, erc20, call, orders (hook; `precompiles/stress.py`,
+               when it exists, is imported first and may register the real one);
+               contracts/ holds the Solidity sources and their compiled artifacts
+               (solcjs 0.8.37, evm shanghai, optimizer 200 runs)
     setup      the setup phase
     rpc        raw HTTP/1.1 keep-alive protocol; RpcClient (HTTP or WebSocket)
     runner     the load phase: dispatch, answers, block watcher, progress line
@@ -44,6 +46,9 @@ Errors: `SetupError` (the chain could not be prepared), `WorkloadUnavailable` (e
 without EIP-7966), `rpc.TransportError` (unreachable node): each ends the run with a
 message on stderr and exit code 2. Per-transaction JSON-RPC errors do not stop a run;
 they are counted by reason (numbers and hex masked so like errors group together).
+A connection the node closes is reopened (at most 64 times a run); when none is left
+the run ends and the rest is reported as unsent. Every wait is bounded: setup by
+--setup-timeout, sending by --count/--duration, inclusion by --drain/--drain-idle.
 """
 
 from .cli import build_parser, main

@@ -14,13 +14,14 @@ from .rpc import RpcClient, RpcError, TransportError, parse_endpoint
 from .runner import LoadOptions, LoadRun, UnsupportedMethod, encode_requests
 from .setup import SetupError, prepare
 from .signing import presign
-from .workloads import WORKLOADS, WorkloadUnavailable
+from .workloads import WORKLOADS, WorkloadUnavailable, load_plugins
 
 DEFAULT_COUNT = 10_000
 EXIT_OK, EXIT_SETUP = 0, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    load_plugins()
     parser = argparse.ArgumentParser(
         prog="blixt stress",
         description="Pre-sign transactions, send them open-loop to any Ethereum JSON-RPC node, "

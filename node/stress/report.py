@@ -78,7 +78,8 @@ def build_summary(config: dict, preparation: "Preparation", run: "LoadRun", pres
         "blocks": block_summary(window_blocks),
         "receipts_sampled": receipts,
         "cpu": run.cpu,
-        "notes": [note for note in (run.watch_error,) if note],
+        "connections_reopened": run.reconnects,
+        "notes": [note for note in (run.watch_error, *run.notes) if note],
     }
 
 

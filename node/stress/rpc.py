@@ -93,6 +93,7 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.inflight: deque = deque()
+        self.closing = False  # the node said `Connection: close`: send nothing more here
         self.closed = asyncio.get_running_loop().create_future()
 
     @classmethod
@@ -111,7 +112,7 @@ class HttpConnection(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self.transport is not None and not self.closed.done()
+        return self.transport is not None and not self.closing and not self.closed.done()
 
     def send(self, request: bytes, token: Any) -> None:
         self.inflight.append(token)
@@ -144,6 +145,8 @@ class HttpConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
         self._body.clear()
+        if not self._parser.should_keep_alive():
+            self.closing = True
         if self.inflight:
             self._on_response(self, self.inflight.popleft(), self._parser.get_status_code(), body)
 

@@ -35,6 +35,7 @@ from .stats import (
 
 _UNSUPPORTED_CODES = (-32601,)  # method not found
 _MAX_RECONNECTS = 64
+_MIN_TICK = 0.001  # seconds
 
 
 @dataclass
@@ -101,6 +102,7 @@ class LoadRun:
         self.blocks: list[tuple[int, int, float, int, int]] = []  # number, timestamp, arrival, our txs, all txs
         self.unsupported: str | None = None
         self.watch_error: str | None = None
+        self.notes: list[str] = []
         # Dispatch state.
         self.next_request = 0
         self.backlog: deque[int] = deque()
@@ -108,7 +110,9 @@ class LoadRun:
         self.outstanding = 0
         self.stopping = False
         self.reconnects = 0
-        self._extra_slots: list = []
+        self._slots: list = []
+        self._reopening = 0
+        self._watching = True
         self.t_start = 0.0
         self.t_first_send = math.nan
         self.t_last_send = math.nan
@@ -146,8 +150,11 @@ class LoadRun:
             if progress_task:
                 progress_task.cancel()
             if watcher is not None:
+                # A flag as well as the cancel: Python 3.11's wait_for can swallow a
+                # cancellation that races with its inner future completing.
+                self._watching = False
                 watch_task.cancel()
-                await asyncio.gather(watch_task, return_exceptions=True)
+                await asyncio.wait([watch_task], timeout=5)
                 await watcher.close()
             await self._close_senders(senders)
         send_wall = self.t_send_done - self.t_start
@@ -180,18 +187,26 @@ class LoadRun:
                 if self.next_request >= self.n_requests:
                     break
                 wake = self.t_start + scheduled_time(self.next_request, request_rate)
-                await asyncio.sleep(max(wake - time.perf_counter(), 0.0005))
+                # At least one timer tick: libuv timers have 1 ms resolution and a
+                # shorter sleep returns at once (a busy loop that burned a core at
+                # 10k tx/s). Sends that fall due meanwhile go out together next tick.
+                await asyncio.sleep(max(wake - time.perf_counter(), _MIN_TICK))
         else:
             # As fast as possible: fill every slot; each answer releases the next send.
             while self.idle and self.next_request < self.n_requests:
                 request = self.next_request
                 self.next_request += 1
                 self._submit(request)
-            if self.next_request < self.n_requests:
+            while self.next_request < self.n_requests and time.perf_counter() < deadline:
                 try:
-                    await asyncio.wait_for(self._feed_done.wait(), max(deadline - time.perf_counter(), 0) if deadline != math.inf else None)
+                    await asyncio.wait_for(self._feed_done.wait(), min(1.0, deadline - time.perf_counter()))
                 except asyncio.TimeoutError:
                     pass
+                if not self.outstanding and not self._reopening and not any(s.is_open for s in self._slots):
+                    # Every connection is gone and none is being reopened: nothing
+                    # would ever release the next send.
+                    self._count_error("no open connection to the node", 0)
+                    break
         self.stopping = True
         self.unsent += len(self.backlog) * self.batch
         if self.next_request < self.n_requests:
@@ -210,6 +225,7 @@ class LoadRun:
             if slot.is_open:
                 self._send(slot, request)
                 return
+            self._replace(slot)  # closed while idle (e.g. the node's keep-alive timeout)
         self.backlog.append(request)
 
     def _send(self, slot, request: int) -> None:
@@ -227,6 +243,7 @@ class LoadRun:
         if self.stopping and not self.outstanding:
             self._all_answered.set()
         if not slot.is_open:
+            self._replace(slot)
             return
         if self.backlog:
             self._send(slot, self.backlog.popleft())
@@ -293,8 +310,14 @@ class LoadRun:
             self._all_answered.set()
 
     def _count_error(self, error: object, count: int) -> None:
-        self.errors[error_reason(error)] += count
-        self.error_count += count
+        """Count `count` transactions under the error's reason; with 0 it is an event
+        of the run (a lost connection), kept as a note rather than a transaction count."""
+        reason = error_reason(error)
+        if count:
+            self.errors[reason] += count
+            self.error_count += count
+        elif reason not in self.notes:
+            self.notes.append(reason)
 
     def _request_size(self, request: int) -> int:
         return min(self.batch, self.n_tx - request * self.batch)
@@ -309,13 +332,12 @@ class LoadRun:
 
     # --------------------------------------------------------- connections
     async def _open_senders(self) -> list:
-        slots = []
         for _ in range(self.options.connections):
             slot = await self._open_slot()
-            slots.append(slot)
+            self._slots.append(slot)
             for _ in range(self.options.inflight):
                 self.idle.append(slot)
-        return slots
+        return self._slots
 
     async def _open_slot(self):
         if self.endpoint.is_websocket:
@@ -326,9 +348,18 @@ class LoadRun:
 
     def _on_http_failure(self, connection: HttpConnection, request: int, reason: str) -> None:
         self._on_failure(connection, request, reason)
-        if not self.stopping and self.reconnects < _MAX_RECONNECTS and not connection.inflight:
-            self.reconnects += 1
-            asyncio.get_running_loop().create_task(self._reopen())
+        self._replace(connection)
+
+    def _replace(self, slot) -> None:
+        """Open one new connection for a closed one (once per closed connection, and
+        at most _MAX_RECONNECTS per run), so a node that drops connections does not
+        silently shrink the load."""
+        if getattr(slot, "replaced", False) or self.stopping or self.reconnects >= _MAX_RECONNECTS:
+            return
+        slot.replaced = True
+        self.reconnects += 1
+        self._reopening += 1
+        asyncio.get_running_loop().create_task(self._reopen())
 
     async def _reopen(self) -> None:
         try:
@@ -336,14 +367,16 @@ class LoadRun:
         except TransportError as exc:
             self._count_error(f"reconnect failed: {exc}", 0)
             return
-        self._extra_slots.append(slot)
+        finally:
+            self._reopening -= 1
+        self._slots.append(slot)
         for _ in range(self.options.inflight):
             self._slot_free(slot)
 
     async def _close_senders(self, slots: list) -> None:
-        for slot in slots + self._extra_slots:
+        for slot in slots:
             slot.close()
-        for slot in slots + self._extra_slots:
+        for slot in slots:
             if isinstance(slot, _WebSocketSlot):
                 await slot.wait_closed()
 
@@ -380,7 +413,7 @@ class LoadRun:
 
     async def _poll_blocks(self, rpc: RpcClient) -> None:
         next_block = self.start_block + 1
-        while True:
+        while self._watching:
             head = int(await rpc.call("eth_blockNumber"), 16)
             if head >= next_block:
                 next_block = await self._fetch_blocks(rpc, next_block, head, None)
@@ -390,7 +423,7 @@ class LoadRun:
     async def _follow_heads(self, rpc: RpcClient) -> None:
         heads = await rpc.subscribe("newHeads")
         next_block = self.start_block + 1
-        while True:
+        while self._watching:
             arrival, head = await heads.get()
             number = int(head["number"], 16)
             if number >= next_block:
@@ -412,7 +445,7 @@ class LoadRun:
     async def _follow_miniblocks(self, rpc: RpcClient) -> None:
         """Blixt's `miniBlocks` subscription: preconfirmation, every ~10 ms."""
         miniblocks = await rpc.subscribe("miniBlocks")
-        while True:
+        while self._watching:
             arrival, miniblock = await miniblocks.get()
             self._record_block(miniblock, arrival)
 

@@ -7,7 +7,8 @@ calldata for the n-th transaction of a sender). Gas limits are fixed per workloa
 so every transaction is pre-signed without asking the node.
 
 Built in: transfers, erc20, call; `orders` is a hook for Blixt's exchange
-precompile, which registers a real implementation under the same name when it exists.
+precompile: a module `precompiles/stress.py` that defines a `Workload` named "orders"
+under `@register_workload` replaces it (the CLI imports `PLUGIN_MODULES` first).
 """
 
 from __future__ import annotations
@@ -66,6 +67,22 @@ def register_workload(cls: type[Workload]) -> type[Workload]:
     feature package can swap the `orders` hook for the real thing."""
     WORKLOADS[cls.name] = cls
     return cls
+
+
+# Modules that may register workloads (e.g. the real `orders`), imported on first use
+# of the registry by the CLI. A missing module is fine; a broken one is an error.
+PLUGIN_MODULES = ("precompiles.stress",)
+
+
+def load_plugins() -> None:
+    import importlib
+
+    for module in PLUGIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
 
 
 def load_contract(name: str) -> dict:
