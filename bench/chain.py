@@ -4,7 +4,8 @@ and eth_sendRawTransactionSync round trip — against a fresh `blixt devnet` per
     python bench/chain.py [--runs 3] [--count 30000] [--duration 20]
 
 Each run starts an ephemeral devnet, sends pre-signed transfers with `blixt stress`
-(single requests, then batches of 16, then a 500 tx/s sync run), and reads the node's
+(single requests at 3,000 tx/s, then single requests and batches of 16 as fast as
+possible, then a 500 tx/s sync run), and reads the node's
 /metrics histograms. Prints a table and, last, one JSON line with the medians.
 """
 from __future__ import annotations
@@ -64,7 +65,10 @@ def one_run(count: int, duration: int) -> dict:
     node = Devnet()
     try:
         out = {}
-        for label, extra in (("single", ["--connections", "8"]), ("batch16", ["--batch", "16", "--connections", "4"])):
+        modes = (("rate3000", ["--connections", "8", "--rate", "3000"]),
+                 ("single", ["--connections", "8"]),
+                 ("batch16", ["--batch", "16", "--connections", "4"]))
+        for label, extra in modes:
             mb_before = scrape_histogram(node.url, "blixt_miniblock_interval_seconds")
             seal_before = scrape_histogram(node.url, "blixt_block_seal_seconds")
             result = stress(node.url, node.proc.pid, "--count", str(count), "--duration", str(duration), *extra)
