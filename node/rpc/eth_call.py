@@ -11,6 +11,7 @@ from eth_utils import ValidationError
 
 from node.chain.blocks import next_base_fee
 from node.chain.execution import BlockEnv
+from node.chain.history import state_at
 from node.chain.state import BlixtState, FlatAccountDB
 from node.chain.transactions import keccak
 
@@ -48,10 +49,12 @@ def run_call(chain, req: Any, number: int | None, overrides: Any, gas_cap: int, 
     value = parse_quantity(req.get("value", "0x0"), "value")
     gas = min(parse_quantity(req["gas"], "gas"), gas_cap) if "gas" in req else gas_cap
     if number is not None and (number != chain.head.number or (chain.open is not None and chain.open.txs)):
-        raise CallError(-32000, "historical state is not available for calls: use latest, pending, "
-                                "or the head block number")
-    state = chain.state
-    env = chain.open.env if chain.open is not None else _pending_env(chain)
+        # An explicit block reads that sealed block's state, lazily from history.
+        state = state_at(chain.store, number)
+        env = _env_of(chain, number)
+    else:
+        state = chain.state
+        env = chain.open.env if chain.open is not None else _pending_env(chain)
     # As geth's eth_call (NoBaseFee): an unpriced call runs with a zero base fee.
     env = BlockEnv(env.number, env.timestamp, 0, env.gas_limit, env.coinbase, env.mix_hash,
                    env.prev_hashes, env.chain_id)
@@ -68,6 +71,18 @@ def run_call(chain, req: Any, number: int | None, overrides: Any, gas_cap: int, 
         return result
     finally:
         state.revert(cp)
+
+
+def _env_of(chain, number: int) -> BlockEnv:
+    header = chain.header(number)
+    hashes = []
+    n = number - 1
+    while n >= 0 and len(hashes) < 256:
+        hashes.append(chain.header(n).hash)
+        n -= 1
+    return BlockEnv(number=number, timestamp=header.timestamp, base_fee=header.base_fee,
+                    gas_limit=header.gas_limit, coinbase=header.coinbase, mix_hash=header.mix_hash,
+                    prev_hashes=hashes, chain_id=chain.chain_id)
 
 
 def _pending_env(chain) -> BlockEnv:

@@ -263,3 +263,23 @@ def test_dev_methods_snapshot_revert_and_setters(devnet_factory):
         w3i.eth.send_transaction({"from": whale, "to": target, "value": 5, "gas": 21000}), timeout=20)
     assert receipt.status == 1 and receipt["from"] == whale
     assert w3i.eth.get_balance(target) == 5
+
+
+def test_calls_at_an_explicit_block_read_that_sealed_state(devnet_factory):
+    node = devnet_factory("--instant")
+    w3i = Web3(Web3.HTTPProvider(node.url))
+    counter, deploy_receipt = deploy_counter(w3i)
+    numbers = []
+    for _ in range(3):
+        tx = counter.functions.increment().transact({"from": w3i.eth.accounts[0]})
+        numbers.append(w3i.eth.wait_for_transaction_receipt(tx, timeout=20).blockNumber)
+    assert counter.functions.count().call() == 3
+    assert [counter.functions.count().call(block_identifier=n) for n in numbers] == [1, 2, 3]
+    # Before the deploy there is no code: the call returns nothing.
+    before = w3i.eth.call({"to": counter.address, "data": counter.encode_abi("count")},
+                          deploy_receipt.blockNumber - 1)
+    assert before == b""
+    # The block context is that block's, and a call at an old block changes nothing.
+    number, _ts, _fee = counter.functions.blockInfo().call(block_identifier=numbers[0])
+    assert number == numbers[0]
+    assert counter.functions.count().call() == 3
