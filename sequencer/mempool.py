@@ -102,8 +102,8 @@ class Mempool:
         while ready and len(out) < limit:
             sender, nonce = ready.popleft()
             queue = senders.get(sender)
-            if queue is None:
-                continue
+            if queue is None or nonce >= queue.ready_upto:
+                continue  # stale: the sender's queue was reset below this nonce
             tx = queue.txs.get(nonce)
             if tx is not None:
                 out.append(tx)
