@@ -283,3 +283,17 @@ def test_calls_at_an_explicit_block_read_that_sealed_state(devnet_factory):
     number, _ts, _fee = counter.functions.blockInfo().call(block_identifier=numbers[0])
     assert number == numbers[0]
     assert counter.functions.count().call() == 3
+
+
+def test_pending_transaction_filter_and_filter_logs(w3, devnet):
+    counter, _ = deploy_counter(w3)
+    pending = w3.eth.filter("pending")
+    logs_filter = w3.eth.filter({"address": counter.address, "fromBlock": 0})
+    tx = counter.functions.increment().transact({"from": w3.eth.accounts[5]})
+    assert tx in wait_until(lambda: pending.get_new_entries())
+    receipt = w3.eth.wait_for_transaction_receipt(tx, timeout=20)
+    wait_until(lambda: w3.eth.block_number >= receipt.blockNumber)
+    all_logs = w3.eth.get_filter_logs(logs_filter.filter_id)
+    assert [log.transactionHash for log in all_logs] == [tx]
+    assert w3.eth.uninstall_filter(pending.filter_id) is True
+    assert rpc(devnet.url, "eth_getFilterChanges", [pending.filter_id])["error"]["code"] == -32000
