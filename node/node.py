@@ -93,8 +93,7 @@ class Node:
                 number = int.from_bytes(record[1], "big")
                 if chain.open is not None:
                     # A block that was opened but whose seal never reached the store.
-                    chain_seal = producer.seal_block  # keeps WAL keys until this write
-                    chain_seal()
+                    producer.seal_block()
                 if number != chain.head.number + 1:
                     raise StartupError(f"write-ahead log opens block {number} after head {chain.head.number}")
                 chain.next_timestamp = int.from_bytes(record[2], "big")

@@ -201,7 +201,7 @@ class EthApi:
             "anvil_impersonateAccount": self.anvil_impersonateAccount,
             "anvil_stopImpersonatingAccount": self.anvil_stopImpersonatingAccount,
             "anvil_autoImpersonateAccount": self.anvil_autoImpersonateAccount,
-            "anvil_mine": self.evm_mine,
+            "anvil_mine": self.anvil_mine,
         }
         for name in list(m):
             if name.startswith("anvil_") and name != "anvil_autoImpersonateAccount":
@@ -786,22 +786,29 @@ class EthApi:
         return self.node.revert(parse_quantity(_arg(p, 0), "snapshot id"))
 
     def evm_mine(self, p, s):
+        """evm_mine([timestamp | {timestamp?, blocks?}]): seal now (hardhat/anvil)."""
         arg = _arg(p, 0, None)
-        blocks = 1
-        timestamp = None
+        blocks, timestamp = 1, None
         if isinstance(arg, dict):
-            blocks = parse_quantity(arg.get("blocks", "0x1"))
-            timestamp = parse_quantity(arg["timestamp"]) if "timestamp" in arg else None
-        elif arg is not None and not isinstance(arg, dict):
-            if isinstance(arg, str) and p and len(p) == 1 and _arg(p, 0) is not None and not str(arg).startswith("0x"):
-                raise invalid_params("evm_mine takes a timestamp or an options object")
-            if len(p) >= 1 and (p[0] is not None):
-                # anvil_mine(blocks, interval) vs evm_mine(timestamp): a small first value is a count
-                value = parse_quantity(arg)
-                if len(p) >= 2 or value < 1_000_000:
-                    blocks = value
-                else:
-                    timestamp = value
+            blocks = parse_quantity(arg.get("blocks", "0x1"), "blocks")
+            timestamp = parse_quantity(arg["timestamp"], "timestamp") if "timestamp" in arg else None
+        elif arg is not None:
+            timestamp = arg if isinstance(arg, int) else parse_quantity(arg, "timestamp")
+        return self._mine(blocks, timestamp)
+
+    def anvil_mine(self, p, s):
+        """anvil_mine([blocks], [interval seconds]) / hardhat_mine."""
+        blocks = _arg(p, 0, None)
+        blocks = 1 if blocks is None else (blocks if isinstance(blocks, int) else parse_quantity(blocks, "blocks"))
+        interval = _arg(p, 1, None)
+        interval = None if interval is None else (interval if isinstance(interval, int) else parse_quantity(interval, "interval"))
+        if interval:
+            for _ in range(max(1, min(blocks, 10_000))):
+                self._mine(1, self.chain.head.timestamp + interval)
+            return "0x0"
+        return self._mine(blocks, None)
+
+    def _mine(self, blocks: int, timestamp: int | None):
         blocks = max(1, min(blocks, 10_000))
         for i in range(blocks):
             if timestamp is not None and i == 0:

@@ -297,3 +297,18 @@ def test_pending_transaction_filter_and_filter_logs(w3, devnet):
     assert [log.transactionHash for log in all_logs] == [tx]
     assert w3.eth.uninstall_filter(pending.filter_id) is True
     assert rpc(devnet.url, "eth_getFilterChanges", [pending.filter_id])["error"]["code"] == -32000
+
+
+def test_mining_methods(devnet_factory):
+    node = devnet_factory("--block-time", "30")
+    w3s = Web3(Web3.HTTPProvider(node.url))
+    start = w3s.eth.block_number
+    assert rpc(node.url, "anvil_mine", ["0x3"])["result"] == "0x0"
+    assert w3s.eth.block_number == start + 3
+    ts = w3s.eth.get_block("latest").timestamp
+    rpc(node.url, "hardhat_mine", ["0x2", "0x64"])
+    assert w3s.eth.block_number == start + 5
+    assert w3s.eth.get_block("latest").timestamp == ts + 200
+    rpc(node.url, "evm_mine", [ts + 1000])
+    assert w3s.eth.get_block("latest").timestamp == ts + 1000
+    assert w3s.eth.block_number == start + 6
