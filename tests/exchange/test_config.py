@@ -26,10 +26,13 @@ def test_default_set_loads():
     assert ex.load(default_doc()["exchange"]) == cfg
 
 
-def test_lead_fragment_is_the_package_default():
-    fragment = Path("/work/notes/exchange-config.toml")
-    if fragment.exists():
-        assert fragment.read_text() == Path(ex.__file__).with_name("default_config.toml").read_text()
+def test_devnet_toml_carries_the_package_default_exchange_table():
+    import tomllib
+
+    devnet = Path(__file__).resolve().parents[2] / "configs" / "devnet.toml"
+    table = tomllib.loads(devnet.read_text())["exchange"]
+    assert table == default_doc()["exchange"]
+    assert ex.load(table) == ex.load(default_doc())
 
 
 @pytest.mark.parametrize("mutate, message", [
