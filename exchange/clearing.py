@@ -189,8 +189,14 @@ class SpotClearing:
                     engine._expiring.remove((maker.expires_at, maker.id))
                     del engine._expiring_orders[maker.id]
                 log_append((reindex, maker))
-                if maker.reserved:
-                    self.release(market, maker)  # a buy maker keeps only fee rounding slack
+                left = maker.reserved
+                if left:
+                    # self.release(market, maker), inlined: a buy maker keeps only
+                    # fee rounding slack. Both snapshots were taken above.
+                    asset = quote if maker.side == BUY else base
+                    maker_account.available[asset] += left
+                    maker_account.reserved[asset] -= left
+                    maker.reserved = 0
         return filled
 
 

@@ -205,17 +205,21 @@ class Engine:
             cls = obj.__class__
             if cls is Order:
                 if obj.live:
-                    fields = (obj.account.address, obj.id, obj.market, obj.side, obj.price, obj.quantity,
-                              obj.remaining, obj.reserved, obj.fee_basis, obj.fees_paid,
-                              obj.client_order_id, obj.stp, obj.expires_at, obj.seq)
                     try:
                         # Fixed-width binary when every field fits 64 bits (the
-                        # usual case, ~4x cheaper to encode than decimal text) ...
-                        encoding = b"O" + pack_order(*fields)
+                        # usual case, ~4x cheaper to encode than decimal text);
+                        # packed straight from the attributes, no tuple ...
+                        encoding = b"O" + pack_order(
+                            obj.account.address, obj.id, obj.market, obj.side, obj.price, obj.quantity,
+                            obj.remaining, obj.reserved, obj.fee_basis, obj.fees_paid,
+                            obj.client_order_id, obj.stp, obj.expires_at, obj.seq)
                     except struct_error:
                         # ... else comma-separated decimals. The tags differ, so
                         # the two encodings can never collide.
-                        encoding = b"o%b,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d" % fields
+                        encoding = b"o%b,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d" % (
+                            obj.account.address, obj.id, obj.market, obj.side, obj.price, obj.quantity,
+                            obj.remaining, obj.reserved, obj.fee_basis, obj.fees_paid,
+                            obj.client_order_id, obj.stp, obj.expires_at, obj.seq)
                     term = from_bytes(blake2b(encoding, digest_size=32).digest(), "big")
                 else:
                     term = 0
@@ -514,15 +518,23 @@ class Engine:
         outcomes, stopped = book.match(o, now)
         filled = clearing.settle(m, o, outcomes, events, now)
         remaining = o.remaining
-        if not remaining:
-            clearing.release(m, o)
-            return OrderResult(order_id, _FILLED, filled * lot, 0), events
-        if rests and not stopped:
+        if rests and remaining and not stopped:
             book.add(o)
             self._attach(o)
             clearing.trim(m, o)
             return OrderResult(order_id, _RESTING, filled * lot, remaining * lot), events
-        clearing.release(m, o)
+        left = o.reserved
+        if left and clearing.__class__ is SpotClearing:
+            # SpotClearing.release, inlined: settle has already journalled the
+            # taker and its account in this command.
+            available[asset] += left
+            account.reserved[asset] -= left
+            o.reserved = 0
+            dirty.add(o)
+        else:
+            clearing.release(m, o)
+        if not remaining:
+            return OrderResult(order_id, _FILLED, filled * lot, 0), events
         events.append(OrderCancelled(order_id, c.account, market_id, side, price, remaining * lot,
                                      CancelReason.SELF_TRADE if stopped else CancelReason.IOC_REMAINDER))
         return OrderResult(order_id, _CANCELLED, filled * lot, 0), events
