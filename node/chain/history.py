@@ -12,93 +12,62 @@ from node.chain.state import FlatState
 from node.chain.store import ChainStore
 
 
-class _HistoricAccounts(dict):
-    def __init__(self, store: ChainStore, number: int) -> None:
+class _Fallback(dict):
+    """A dict that loads a key it lacks with `load(key)` (None = absent), once, and
+    remembers deletions so that history does not bring a deleted key back."""
+
+    def __init__(self, load) -> None:
         super().__init__()
-        self._store = store
-        self._number = number
-        self._gone: set[bytes] = set()
+        self._load_value = load
+        self._gone: set = set()
 
-    def _load(self, address: bytes) -> None:
-        if address in self._gone or dict.__contains__(self, address):
+    def _load(self, key) -> None:
+        if key in self._gone or dict.__contains__(self, key):
             return
-        record = self._store.account_at(address, self._number)
-        if record is None:
-            self._gone.add(address)
+        value = self._load_value(key)
+        if value is None:
+            self._gone.add(key)
         else:
-            dict.__setitem__(self, address, record)
+            dict.__setitem__(self, key, value)
 
-    def get(self, address, default=None):
-        self._load(address)
-        return dict.get(self, address, default)
+    def get(self, key, default=None):
+        self._load(key)
+        return dict.get(self, key, default)
 
-    def __contains__(self, address) -> bool:
-        self._load(address)
-        return dict.__contains__(self, address)
+    def __contains__(self, key) -> bool:
+        self._load(key)
+        return dict.__contains__(self, key)
 
-    def __getitem__(self, address):
-        self._load(address)
-        return dict.__getitem__(self, address)
+    def __getitem__(self, key):
+        self._load(key)
+        return dict.__getitem__(self, key)
 
-    def __setitem__(self, address, value) -> None:
-        self._gone.discard(address)
-        dict.__setitem__(self, address, value)
+    def __setitem__(self, key, value) -> None:
+        self._gone.discard(key)
+        dict.__setitem__(self, key, value)
 
-    def __delitem__(self, address) -> None:
-        dict.__delitem__(self, address)
-        self._gone.add(address)
+    def __delitem__(self, key) -> None:
+        dict.__delitem__(self, key)
+        self._gone.add(key)
 
-    def pop(self, address, *default):
-        self._load(address)
-        self._gone.add(address)
-        return dict.pop(self, address, *default)
+    def pop(self, key, *default):
+        self._load(key)
+        self._gone.add(key)
+        return dict.pop(self, key, *default)
 
 
-class _HistoricSlots(dict):
-    def __init__(self, store: ChainStore, number: int, address: bytes) -> None:
-        super().__init__()
-        self._store, self._number, self._address = store, number, address
-        self._gone: set[int] = set()
+def _historic_accounts(store: ChainStore, number: int) -> _Fallback:
+    return _Fallback(lambda address: store.account_at(address, number))
 
-    def _load(self, slot: int) -> None:
-        if slot in self._gone or dict.__contains__(self, slot):
-            return
-        value = self._store.storage_at(self._address, slot, self._number)
-        if value:
-            dict.__setitem__(self, slot, value)
-        else:
-            self._gone.add(slot)
 
-    def get(self, slot, default=None):
-        self._load(slot)
-        return dict.get(self, slot, default)
-
-    def __contains__(self, slot) -> bool:
-        self._load(slot)
-        return dict.__contains__(self, slot)
-
-    def __getitem__(self, slot):
-        self._load(slot)
-        return dict.__getitem__(self, slot)
-
-    def __setitem__(self, slot, value) -> None:
-        self._gone.discard(slot)
-        dict.__setitem__(self, slot, value)
-
-    def __delitem__(self, slot) -> None:
-        dict.__delitem__(self, slot)
-        self._gone.add(slot)
-
-    def pop(self, slot, *default):
-        self._load(slot)
-        self._gone.add(slot)
-        return dict.pop(self, slot, *default)
+def _historic_slots(store: ChainStore, number: int, address: bytes) -> _Fallback:
+    return _Fallback(lambda slot: store.storage_at(address, slot, number) or None)
 
 
 class _HistoricStorage(dict):
     """address -> slots; an account's slots fall back to history one slot at a time."""
 
-    def __init__(self, store: ChainStore, number: int, accounts: _HistoricAccounts) -> None:
+    def __init__(self, store: ChainStore, number: int, accounts: _Fallback) -> None:
         super().__init__()
         self._store, self._number, self._accounts = store, number, accounts
         self._wiped: set[bytes] = set()
@@ -106,7 +75,7 @@ class _HistoricStorage(dict):
     def _slots(self, address: bytes):
         if not dict.__contains__(self, address) and address not in self._wiped:
             if address in self._accounts:
-                dict.__setitem__(self, address, _HistoricSlots(self._store, self._number, address))
+                dict.__setitem__(self, address, _historic_slots(self._store, self._number, address))
         return dict.get(self, address)
 
     def get(self, address, default=None):
@@ -135,31 +104,8 @@ class _HistoricStorage(dict):
 def state_at(store: ChainStore, number: int) -> FlatState:
     """A throw-away state equal to the end of block `number`, loaded lazily."""
     state = FlatState()
-    accounts = _HistoricAccounts(store, number)
+    accounts = _historic_accounts(store, number)
     state._accounts = accounts
     state._storage = _HistoricStorage(store, number, accounts)
-    state._code = _HistoricCode(store)
+    state._code = _Fallback(store.code)
     return state
-
-
-class _HistoricCode(dict):
-    def __init__(self, store: ChainStore) -> None:
-        super().__init__()
-        self._store = store
-
-    def __getitem__(self, code_hash):
-        if not dict.__contains__(self, code_hash):
-            code = self._store.code(code_hash)
-            if code is None:
-                raise KeyError(code_hash)
-            dict.__setitem__(self, code_hash, code)
-        return dict.__getitem__(self, code_hash)
-
-    def get(self, code_hash, default=None):
-        try:
-            return self[code_hash]
-        except KeyError:
-            return default
-
-    def __contains__(self, code_hash) -> bool:
-        return self.get(code_hash) is not None
