@@ -391,19 +391,9 @@ class Engine:
         if side is None or tif is None or stp is None or order_type is None:
             raise ExchangeError(Reason.INVALID_ORDER)
         price = c.price
-        if price <= 0:
-            raise ExchangeError(Reason.INVALID_PRICE)
-        if price % m.tick_size:
-            raise ExchangeError(Reason.OFF_TICK)
         quantity = c.quantity
-        if quantity <= 0:
-            raise ExchangeError(Reason.INVALID_QUANTITY)
         lot = m.lot_size
-        if quantity < lot:
-            raise ExchangeError(Reason.BELOW_LOT)
-        lots, odd = divmod(quantity, lot)
-        if odd:
-            raise ExchangeError(Reason.OFF_LOT)
+        lots = _checked_lots(m, price, quantity)
         if price * lots < m.min_notional:
             raise ExchangeError(Reason.BELOW_MIN_NOTIONAL)
         if order_type is _MARKET:
@@ -642,19 +632,7 @@ class Engine:
         if m.status is not _ACTIVE:
             raise ExchangeError(Reason.MARKET_HALTED)
         price = c.price
-        if price <= 0:
-            raise ExchangeError(Reason.INVALID_PRICE)
-        if price % m.tick_size:
-            raise ExchangeError(Reason.OFF_TICK)
-        quantity = c.quantity
-        if quantity <= 0:
-            raise ExchangeError(Reason.INVALID_QUANTITY)
-        lot = m.lot_size
-        if quantity < lot:
-            raise ExchangeError(Reason.BELOW_LOT)
-        lots, odd = divmod(quantity, lot)
-        if odd:
-            raise ExchangeError(Reason.OFF_LOT)
+        lots = _checked_lots(m, price, c.quantity)
         if price == o.price and lots == o.remaining:
             raise ExchangeError(Reason.NO_CHANGE)
         requeue = price != o.price or lots > o.remaining
@@ -691,7 +669,7 @@ class Engine:
         if delta:
             clearing._move_hold(o, asset, delta)
         return (ModifyResult(o.id, requeue),
-                [OrderModified(o.id, c.account, m.id, o.side, price, lots * lot, requeue)])
+                [OrderModified(o.id, c.account, m.id, o.side, price, lots * m.lot_size, requeue)])
 
     def _batch(self, c: Batch, ctx: Context):
         actions = c.actions
@@ -947,3 +925,19 @@ def _restore_status(m: Market, status: MarketStatus) -> None:
     m.status = status
 
 
+def _checked_lots(m, price: int, quantity: int) -> int:
+    """The order's size in lots, after the price and size rules every order obeys
+    (placing and modifying alike); raises the rule's reason otherwise."""
+    if price <= 0:
+        raise ExchangeError(Reason.INVALID_PRICE)
+    if price % m.tick_size:
+        raise ExchangeError(Reason.OFF_TICK)
+    if quantity <= 0:
+        raise ExchangeError(Reason.INVALID_QUANTITY)
+    lot = m.lot_size
+    if quantity < lot:
+        raise ExchangeError(Reason.BELOW_LOT)
+    lots, odd = divmod(quantity, lot)
+    if odd:
+        raise ExchangeError(Reason.OFF_LOT)
+    return lots
