@@ -76,6 +76,7 @@ async def serve(config) -> int:
     metrics = NodeMetrics()
     try:
         node = Node(config, metrics)
+        metrics.watch_exchange(node.exchange)
     except StartupError as exc:
         print(f"blixt: {exc}", file=sys.stderr)
         return 1

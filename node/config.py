@@ -27,6 +27,11 @@ class ChainConfig:
     coinbase: str = "0x0000000000000000000000000000000000000000"
     # Genesis timestamp; 0 means "the wall clock at the first start" (then stored).
     genesis_timestamp: int = 0
+    # The exchange asset that deposit() takes as msg.value and withdraw() pays out
+    # in ETH, 1:1 (18 decimals); "" = none.
+    exchange_native_asset: str = "WETH"
+    # Devnet faucet: deposit() of an asset with no token on this chain credits it.
+    exchange_faucet: bool = True
 
 
 @dataclass(slots=True)

@@ -56,7 +56,19 @@ class NodeMetrics:
         self.store_write = Histogram(
             "blixt_store_write_seconds", "LevelDB write-batch time (mini-block WAL and block seals)",
             buckets=_FAST, registry=r)
+        self.exchange_latency = Histogram(
+            "blixt_exchange_command_seconds", "Exchange engine time per command, by command kind",
+            ["kind"], buckets=_RPC, registry=r)
+        self.exchange_rejected = Counter(
+            "blixt_exchange_rejected_total", "Exchange commands rejected by the engine, by kind",
+            ["kind"], registry=r)
+        self.orders = Counter(
+            "blixt_orders_total", "Orders accepted by the exchange (placed, incl. in batches)", registry=r)
+        self.fills = Counter("blixt_exchange_fills_total", "Trades (fills) matched by the exchange", registry=r)
+        self.open_orders = Gauge(
+            "blixt_exchange_open_orders", "Orders resting on the book, by market", ["market"], registry=r)
         self._rpc_children: dict[str, object] = {}
+        self._exchange_children: dict[str, tuple] = {}
         self._last_miniblock = None
         self._last_block = None
 
@@ -95,6 +107,34 @@ class NodeMetrics:
         child.observe(seconds)
         if code is not None:
             self.rpc_errors.labels(method, str(code)).inc()
+
+    def exchange_command(self, kind: str, seconds: float, events, accepted: bool) -> None:
+        """Observer of the exchange precompile: one call per command it ran."""
+        children = self._exchange_children.get(kind)
+        if children is None:
+            children = self._exchange_children[kind] = (
+                self.exchange_latency.labels(kind), self.exchange_rejected.labels(kind))
+        children[0].observe(seconds)
+        if not accepted:
+            children[1].inc()
+            return
+        orders = fills = 0
+        for event in events:
+            name = event.__class__.__name__
+            if name == "OrderAccepted":
+                orders += 1
+            elif name == "Fill":
+                fills += 1
+        if orders:
+            self.orders.inc(orders)
+        if fills:
+            self.fills.inc(fills)
+
+    def watch_exchange(self, runtime) -> None:
+        """Open orders per market, read from the books when Prometheus scrapes."""
+        for market in runtime.engine.config.markets:
+            self.open_orders.labels(market.symbol).set_function(
+                lambda m=market.id: runtime.open_order_count(m))
 
     def render(self) -> tuple[str, bytes]:
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)

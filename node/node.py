@@ -13,7 +13,9 @@ from pathlib import Path
 
 import rlp
 
-from node.chain.chain import Chain
+from exchange import Engine
+from exchange import load as load_exchange_config
+from node.chain.chain import EXCHANGE_KEY, Chain
 from node.chain.execution import TxInvalid
 from node.chain.genesis import dev_accounts, genesis_header, genesis_state
 from node.chain.kv import LevelKV, MemoryKV
@@ -21,6 +23,7 @@ from node.chain.state import AccountRecord, FlatState, StateChanges
 from node.chain.store import ChainStore, num8
 from node.chain.transactions import TxDecodeError, decode_raw_transaction
 from node.config import Config
+from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS, ExchangeRuntime
 from sequencer.mempool import Mempool, PoolError
 from sequencer.producer import WAL_DEV, WAL_MINIBLOCK, WAL_OPEN, Producer
 
@@ -43,7 +46,9 @@ class Node:
             kv = LevelKV(Path(config.storage.data_dir) / "chain", fsync=config.storage.fsync)
         self.kv = kv
         self.store = ChainStore(kv)
+        self.exchange = self._open_exchange()
         self.chain = self._open_chain()
+        self.chain.state.exchange = self.exchange
         self.pool = Mempool(config.sequencer, self.chain.state.get_nonce)
         self.producer = Producer(self.chain, self.pool, config, metrics)
         self._recover()
@@ -55,13 +60,31 @@ class Node:
 
     # -- start-up ------------------------------------------------------------------------
 
+    def _open_exchange(self) -> ExchangeRuntime:
+        """The engine as of the head block (its bytes are written with each seal that
+        changed it), wrapped for the precompile."""
+        config = self.config
+        exchange_config = load_exchange_config(config.exchange or default_exchange_table())
+        data = self.kv.get(EXCHANGE_KEY)
+        engine = Engine.from_bytes(data, exchange_config) if data is not None else Engine(exchange_config)
+        native = None
+        if config.chain.exchange_native_asset:
+            try:
+                native = exchange_config.asset(config.chain.exchange_native_asset).id
+            except KeyError:
+                raise StartupError(f"chain.exchange_native_asset: no exchange asset "
+                                   f"{config.chain.exchange_native_asset!r}") from None
+        observer = self.metrics.exchange_command if self.metrics is not None else None
+        return ExchangeRuntime(engine, native_asset=native, faucet=config.chain.exchange_faucet,
+                               observer=observer)
+
     def _open_chain(self) -> Chain:
         config = self.config
         store = self.store
         head_number = store.head_number()
         if head_number is None:
             timestamp = config.chain.genesis_timestamp or int(time.time())
-            state = genesis_state(config, self.accounts)
+            state = genesis_state(config, self.accounts, self.exchange.digest())
             header = genesis_header(config, state, timestamp)
             puts = store.block_puts(header, [], [])
             state_puts, deletes = store.state_puts(state.take_changes(), 0)
@@ -79,6 +102,8 @@ class Node:
         chain = Chain(config, store, state, header)
         if state.state_root() != header.state_root:
             raise StartupError("stored state does not match the head block's state root")
+        if state.get_storage(EXCHANGE_ADDRESS, DIGEST_SLOT) != int.from_bytes(self.exchange.digest(), "big"):
+            raise StartupError("the stored exchange state does not match the head block's exchange digest")
         return chain
 
     def _recover(self) -> None:
@@ -170,7 +195,8 @@ class Node:
             self.producer.seal_block()
         sid = self._next_snapshot
         self._next_snapshot += 1
-        self._snapshots[sid] = (self.chain.head, copy_state(self.chain.state), self.chain.time_offset)
+        self._snapshots[sid] = (self.chain.head, copy_state(self.chain.state), self.chain.time_offset,
+                                self.exchange.engine.to_bytes())
         return hex(sid)
 
     def revert(self, sid: int) -> bool:
@@ -180,7 +206,7 @@ class Node:
             return False
         for later in [k for k in self._snapshots if k >= sid]:
             del self._snapshots[later]
-        head, state, offset = snap
+        head, state, offset, engine_bytes = snap
         chain = self.chain
         if chain.open is not None:
             chain.open = None
@@ -209,8 +235,11 @@ class Node:
         puts.extend(self.store.state_puts(all_records(state), head.number)[0])
         # History of block `head.number` was already right; keep only head keys from this.
         puts = [(k, v) for k, v in puts if not k.startswith((b"y", b"z"))]
+        puts.append((EXCHANGE_KEY, engine_bytes))
         self.kv.write(puts, deletes)
+        self.exchange.engine = Engine.from_bytes(engine_bytes, self.exchange.engine.config)
         chain.state = copy_state(state)
+        chain.state.exchange = self.exchange
         chain.head = head
         chain.time_offset = offset
         chain.next_timestamp = None
@@ -218,6 +247,14 @@ class Node:
         for sender in list(self.pool.senders):
             self.pool.reset_sender(sender)
         return True
+
+
+def default_exchange_table() -> dict:
+    """The exchange package's default assets and markets (exchange/default_config.toml)."""
+    import tomllib
+    from importlib import resources
+
+    return tomllib.loads(resources.files("exchange").joinpath("default_config.toml").read_text())
 
 
 def decode_hash(raw: bytes) -> bytes:

@@ -20,6 +20,11 @@ from node.chain.state import FlatState
 from node.chain.store import ChainStore, num8
 from node.chain.transactions import SignedTx, keccak, decode_raw_transaction
 from node.chain.trie import IncrementalTrie
+from exchange import Context
+from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS
+
+# Store key of the engine's serialised state as of the head block.
+EXCHANGE_KEY = b"E"
 
 RECENT_BLOCKS = 128
 
@@ -94,6 +99,10 @@ class Chain:
         self.open = OpenBlock(env)
         self._executor = Executor(self.state, env)
         self._block_preprocessing(env, parent)
+        runtime = self.state.exchange
+        if runtime is not None:
+            # Expiries and the per-block tick belong to the block, before any tx.
+            runtime.begin_block(Context(env.number, env.timestamp))
         return self.open
 
     def _block_preprocessing(self, env: BlockEnv, parent: Header) -> None:
@@ -162,6 +171,7 @@ class Chain:
         if block.hashed_upto != len(block.txs):
             self.end_miniblock()
         env = block.env
+        exchange_bytes = self._commit_exchange()
         header = Header()
         header.parent_hash = self.head.hash
         header.coinbase = env.coinbase
@@ -184,11 +194,26 @@ class Chain:
         puts = self.store.block_puts(header, block.body, block.receipts, block.receipt_records)
         state_puts, deletes = self.store.state_puts(self.state.take_changes(), header.number)
         puts.extend(state_puts)
+        if exchange_bytes is not None:
+            puts.append((EXCHANGE_KEY, exchange_bytes))
         self.head = header
         self.open = None
         self._executor = None
         self._remember(sealed)
         return sealed, puts, deletes
+
+    def _commit_exchange(self) -> bytes | None:
+        """Put the engine's digest into the exchange account's storage (so the state
+        root commits to the book) and return the engine's bytes if it changed."""
+        runtime = self.state.exchange
+        if runtime is None:
+            return None
+        digest = int.from_bytes(runtime.digest(), "big")
+        if self.state.get_storage(EXCHANGE_ADDRESS, DIGEST_SLOT) == digest:
+            return None
+        self.state.set_storage(EXCHANGE_ADDRESS, DIGEST_SLOT, digest)
+        self.state.state_root()
+        return runtime.engine.to_bytes()
 
     def _remember(self, sealed: SealedBlock) -> None:
         self.recent[sealed.header.number] = sealed

@@ -19,6 +19,8 @@ from node.chain.state import BlixtState, FlatAccountDB, FlatState
 from node.chain.transactions import (
     SET_CODE, TX_GAS, SignedTx, calldata_floor_gas, keccak,
 )
+from exchange import Context
+from precompiles.exchange import EXCHANGE_ADDRESS
 
 import rlp
 
@@ -110,10 +112,15 @@ class Executor:
 
     def execute(self, tx: SignedTx, block_gas_used: int) -> Receipt:
         self.check(tx, block_gas_used)
+        runtime = self.state.exchange
         if self.fast_paths and tx.is_plain_transfer and self._is_plain_recipient(tx.to):
             receipt = self._transfer(tx)
+        elif self.fast_paths and tx.to == EXCHANGE_ADDRESS and runtime is not None and tx.type != SET_CODE:
+            receipt = self._exchange_call(tx, runtime)
         else:
             receipt = self._interpret(tx)
+        if runtime is not None:
+            runtime.end_transaction()
         receipt.cumulative_gas_used = block_gas_used + receipt.gas_used
         return receipt
 
@@ -153,6 +160,54 @@ class Executor:
         r.effective_gas_price = price
         return r
 
+    def _exchange_call(self, tx: SignedTx, runtime) -> Receipt:
+        """What py-evm does for a transaction sent straight to the exchange precompile:
+        buy gas, move the value, run the precompile in a checkpoint, refund, tip."""
+        state = self.state
+        env = self.env
+        price = tx.effective_gas_price(env.base_fee)
+        sender = tx.sender
+        state.set_nonce(sender, tx.nonce + 1)
+        state.set_balance(sender, state.get_balance(sender) - tx.gas * price)
+        message_gas = tx.gas - tx.intrinsic_gas
+        checkpoint = state.checkpoint()
+        if tx.value:
+            state.set_balance(sender, state.get_balance(sender) - tx.value)
+            state.set_balance(EXCHANGE_ADDRESS, state.get_balance(EXCHANGE_ADDRESS) + tx.value)
+        outcome = runtime.call(sender, tx.value, tx.data, False, message_gas,
+                               Context(env.number, env.timestamp), state.add_undo,
+                               lambda to, amount: _pay_from_exchange(state, to, amount))
+        if outcome.success:
+            state.commit(checkpoint)
+        else:
+            state.revert(checkpoint)
+        gas_remaining = 0 if outcome.burn else message_gas - outcome.gas_used
+        floor = calldata_floor_gas(tx)
+        gas_used = max(tx.gas - gas_remaining, floor)  # EIP-7623 data floor; no refunds here
+        state.set_balance(sender, state.get_balance(sender) + (tx.gas - gas_used) * price)
+        coinbase = env.coinbase
+        tip = gas_used * (price - env.base_fee)
+        if tip:
+            state.set_balance(coinbase, state.get_balance(coinbase) + tip)
+        elif coinbase != sender and state.account_exists(coinbase) and state.get_balance(coinbase) == 0 \
+                and state.get_nonce(coinbase) == 0 and not state.get_code(coinbase):
+            state.delete_account(coinbase)  # EIP-161: touched and empty
+        r = Receipt()
+        r.tx_hash = tx.hash
+        r.tx_type = tx.type
+        r.sender = sender
+        r.to = EXCHANGE_ADDRESS
+        r.status = 1 if outcome.success else 0
+        r.gas_used = gas_used
+        r.effective_gas_price = price
+        r.output = outcome.output
+        if outcome.success:
+            r.logs = tuple(Log(address, topics, data) for address, topics, data in outcome.logs)
+            r.bloom = logs_bloom(r.logs)
+        else:
+            r.error = "execution reverted" if not outcome.burn else "OutOfGas: exchange precompile: out of gas"
+        return r
+
     # -- the interpreter path ----------------------------------------------------------
 
     def _interpret(self, tx: SignedTx) -> Receipt:
@@ -187,6 +242,15 @@ class Executor:
             )
             r.bloom = logs_bloom(r.logs)
         return r
+
+
+def _pay_from_exchange(state: FlatState, to: bytes, amount: int) -> bool:
+    balance = state.get_balance(EXCHANGE_ADDRESS)
+    if balance < amount:
+        return False
+    state.set_balance(EXCHANGE_ADDRESS, balance - amount)
+    state.set_balance(to, state.get_balance(to) + amount)
+    return True
 
 
 def contract_address(sender: bytes, nonce: int) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from node.chain.blocks import BLANK_ROOT, Header, ZERO_HASH
 from node.chain.state import FlatState
 from node.config import WEI_PER_ETH, Config
+from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS, EXCHANGE_CODE
 
 
 def dev_accounts(mnemonic: str, count: int) -> list[tuple[bytes, bytes]]:
@@ -18,11 +19,17 @@ def dev_accounts(mnemonic: str, count: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def genesis_state(config: Config, accounts: list[tuple[bytes, bytes]]) -> FlatState:
+def genesis_state(config: Config, accounts: list[tuple[bytes, bytes]], exchange_digest: bytes = b"") -> FlatState:
     state = FlatState()
     balance = config.accounts.balance_eth * WEI_PER_ETH
     for address, _key in accounts:
         state.set_balance(address, balance)
+    # The exchange precompile's account: a nonce and a byte of code so that it is
+    # never "empty" (EIP-161) and Solidity's extcodesize checks accept it.
+    state.set_nonce(EXCHANGE_ADDRESS, 1)
+    state.set_code(EXCHANGE_ADDRESS, EXCHANGE_CODE)
+    if exchange_digest:
+        state.set_storage(EXCHANGE_ADDRESS, DIGEST_SLOT, int.from_bytes(exchange_digest, "big"))
     return state
 
 

@@ -69,6 +69,7 @@ from eth._utils.address import generate_contract_address
 from sha3 import keccak_256
 
 from node.chain.trie import BLANK_ROOT, IncrementalTrie, _rlp_bytes, _rlp_list
+from precompiles.evm import BlixtComputation
 
 EMPTY_CODE_HASH = keccak_256(b"").digest()
 """keccak(b""): the code hash of an account without code."""
@@ -139,6 +140,7 @@ class FlatState:
         "_storage_roots",
         "_hashed_addresses",
         "_root",
+        "exchange",
     )
 
     def __init__(self) -> None:
@@ -163,6 +165,9 @@ class FlatState:
         self._storage_roots: Dict[bytes, bytes] = {}
         self._hashed_addresses: Dict[bytes, str] = {}
         self._root = BLANK_ROOT
+        # The exchange precompile's runtime (precompiles.exchange.ExchangeRuntime) on
+        # the head state; None elsewhere (historical states answer with a revert).
+        self.exchange = None
 
     # ------------------------------------------------------------------ loading
 
@@ -889,6 +894,7 @@ class BlixtState(PragueState):
 
     account_db_class = FlatAccountDB
     transaction_executor_class = BlixtTransactionExecutor
+    computation_class = BlixtComputation
 
     def __init__(self, account_db: FlatAccountDB, execution_context: ExecutionContextAPI) -> None:
         self._db = None

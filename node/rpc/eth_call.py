@@ -98,6 +98,11 @@ def _pending_env(chain) -> BlockEnv:
 
 def _execute(state, env: BlockEnv, sender, to, value, data, gas) -> CallResult:
     cp = state.checkpoint()
+    # A simulated exchange command is not traffic: keep it out of the metrics.
+    runtime = getattr(state, "exchange", None)
+    observer = runtime.observer if runtime is not None else None
+    if runtime is not None:
+        runtime.observer = None
     try:
         evm_state = BlixtState(FlatAccountDB(state), env.execution_context())
         builder = PragueVM.get_transaction_builder()
@@ -119,6 +124,8 @@ def _execute(state, env: BlockEnv, sender, to, value, data, gas) -> CallResult:
         return CallResult(computation.output, used)
     finally:
         state.revert(cp)
+        if runtime is not None:
+            runtime.observer = observer
 
 
 def _estimate(state, env, sender, to, value, data, cap) -> int:

@@ -1,0 +1,126 @@
+"""The exchange on the running devnet, through web3.py and the published ABI:
+deposits, orders, fills as logs, views over eth_call, custom-error reverts, the
+digest in the state root, metrics, and a kill -9 that loses no acknowledged order."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eth_abi import decode
+from web3 import Web3
+from web3.exceptions import ContractCustomError
+
+from precompiles import solidity
+from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS
+from tests.conftest import wait_until
+
+ABI = json.loads(Path(solidity.ABI_PATH).read_text())
+WETH, USDC, ETH_USDC = 1, 0, 0
+PRICE, LOT = 3_000_000, 10**15
+
+
+def exchange_contract(w3: Web3):
+    return w3.eth.contract(address=Web3.to_checksum_address(EXCHANGE_ADDRESS), abi=ABI)
+
+
+def send(w3: Web3, call, sender: str, value: int = 0):
+    tx = call.transact({"from": sender, "value": value, "gas": 500_000})
+    return w3.eth.wait_for_transaction_receipt(tx, timeout=20)
+
+
+def trade(w3: Web3):
+    """Account 0 sells 1 WETH in two orders, account 1 buys 0.4 WETH."""
+    ex = exchange_contract(w3)
+    seller, buyer = w3.eth.accounts[0], w3.eth.accounts[1]
+    assert send(w3, ex.functions.deposit(WETH, 10**18), seller, value=10**18).status == 1
+    assert send(w3, ex.functions.deposit(USDC, 10**10), buyer).status == 1
+    assert send(w3, ex.functions.placeLimit(ETH_USDC, 1, PRICE, 500 * LOT), seller).status == 1
+    assert send(w3, ex.functions.placeLimit(ETH_USDC, 1, PRICE + 10, 500 * LOT), seller).status == 1
+    receipt = send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE, 400 * LOT), buyer)
+    assert receipt.status == 1
+    return ex, seller, buyer, receipt
+
+
+def test_trading_through_transactions_and_reading_through_calls(devnet):
+    w3 = Web3(Web3.HTTPProvider(devnet.url))
+    ex, seller, buyer, receipt = trade(w3)
+    fills = ex.events.Fill().process_receipt(receipt)
+    assert len(fills) == 1
+    fill = fills[0].args
+    assert (fill.makerAccount, fill.takerAccount) == (seller, buyer)
+    assert (fill.price, fill.quantity) == (PRICE, 400 * LOT)
+    # getLogs with a topic filter on the indexed maker finds the same trade once sealed.
+    wait_until(lambda: w3.eth.block_number >= receipt.blockNumber, timeout=20)
+    logs = ex.events.Fill().get_logs(from_block=0, argument_filters={"makerAccount": seller})
+    assert [log.transactionHash for log in logs] == [receipt.transactionHash]
+    assert ex.functions.balanceOf(buyer, WETH).call() == [400 * LOT, 0]
+    assert ex.functions.bestBidAsk(ETH_USDC).call() == [0, PRICE]
+    bid_prices, bid_qty, ask_prices, ask_qty = ex.functions.depth(ETH_USDC, 5).call()
+    assert ask_prices == [PRICE, PRICE + 10] and ask_qty == [100 * LOT, 500 * LOT]
+    assert len(ex.functions.openOrders(seller).call()) == 2
+
+
+def test_a_rejected_order_is_a_custom_error_and_changes_nothing(devnet):
+    w3 = Web3(Web3.HTTPProvider(devnet.url))
+    ex = exchange_contract(w3)
+    buyer = w3.eth.accounts[2]
+    send(w3, ex.functions.deposit(USDC, 10**9), buyer)
+    digest = ex.functions.stateDigest().call()
+    with pytest.raises(ContractCustomError) as caught:
+        ex.functions.placeLimit(ETH_USDC, 0, PRICE + 1, LOT).call({"from": buyer})
+    data = bytes.fromhex(str(caught.value.data)[2:])
+    code, reason = decode(["uint32", "string"], data[4:])
+    assert code == 6 and reason.startswith("OFF_TICK")
+    # Sent as a transaction it reverts (status 0) and the book is as it was.
+    tx = ex.functions.placeLimit(ETH_USDC, 0, PRICE + 1, LOT).transact({"from": buyer, "gas": 200_000})
+    assert w3.eth.wait_for_transaction_receipt(tx, timeout=20).status == 0
+    assert ex.functions.stateDigest().call() == digest
+
+
+def test_the_state_root_commits_to_the_exchange(devnet):
+    w3 = Web3(Web3.HTTPProvider(devnet.url))
+    ex, _, _, receipt = trade(w3)
+    wait_until(lambda: w3.eth.get_block("latest").number > receipt.blockNumber, timeout=20)
+    stored = w3.eth.get_storage_at(Web3.to_checksum_address(EXCHANGE_ADDRESS), DIGEST_SLOT)
+    assert bytes(stored) == bytes(ex.functions.stateDigest().call())
+
+
+def metrics(url: str) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def test_exchange_metrics(devnet_factory):
+    node = devnet_factory("--block-time", "0.2")
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    ex, _, buyer, _ = trade(w3)
+    # Simulations (eth_call, estimateGas) are not traffic.
+    ex.functions.placeLimit(ETH_USDC, 0, PRICE, LOT).estimate_gas({"from": buyer})
+    values = metrics(node.url)
+    assert values["blixt_orders_total"] == 3
+    assert values["blixt_exchange_fills_total"] == 1
+    assert values['blixt_exchange_open_orders{market="ETH-USDC"}'] == 2
+    assert values['blixt_exchange_command_seconds_count{kind="PlaceOrder"}'] == 3
+    assert values['blixt_exchange_command_seconds_count{kind="Deposit"}'] == 2
+
+
+def test_kill_minus_nine_keeps_every_acknowledged_order(devnet_factory, tmp_path):
+    data = str(tmp_path / "chain")
+    node = devnet_factory("--block-time", "0.2", data_dir=data)
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    ex, seller, _, receipt = trade(w3)
+    before_orders = ex.functions.openOrders(seller).call()
+    before_digest = ex.functions.stateDigest().call()
+    node.kill()
+    again = devnet_factory("--block-time", "0.2", data_dir=data)
+    w3 = Web3(Web3.HTTPProvider(again.url))
+    ex = exchange_contract(w3)
+    assert ex.functions.openOrders(seller).call() == before_orders
+    assert ex.functions.stateDigest().call() == before_digest
+    # And it keeps trading from there.
+    assert send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE, 100 * LOT), w3.eth.accounts[1]).status == 1
+    assert ex.functions.bestBidAsk(ETH_USDC).call() == [0, PRICE + 10]
