@@ -15,7 +15,7 @@ import rlp
 
 from exchange import Engine
 from exchange import load as load_exchange_config
-from node.chain.chain import EXCHANGE_KEY, Chain
+from node.chain.chain import EXCHANGE_COMMANDS, EXCHANGE_KEY, Chain
 from node.chain.execution import TxInvalid
 from node.chain.genesis import dev_accounts, genesis_header, genesis_state
 from node.chain.kv import LevelKV, MemoryKV
@@ -23,7 +23,7 @@ from node.chain.state import AccountRecord, FlatState, StateChanges
 from node.chain.store import ChainStore, num8
 from node.chain.transactions import TxDecodeError, decode_raw_transaction
 from node.config import Config
-from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS, ExchangeRuntime
+from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS, ExchangeRuntime, decode_commands
 from sequencer.mempool import Mempool, PoolError
 from sequencer.producer import WAL_DEV, WAL_MINIBLOCK, WAL_OPEN, Producer
 
@@ -49,6 +49,8 @@ class Node:
         self.exchange = self._open_exchange()
         self.chain = self._open_chain()
         self.chain.state.exchange = self.exchange
+        self.chain.exchange_command_blocks = self._exchange_command_blocks
+        self.chain.exchange_commands_since_snapshot = self._exchange_commands_replayed
         self.pool = Mempool(config.sequencer, self.chain.state.get_nonce)
         self.producer = Producer(self.chain, self.pool, config, metrics)
         self._recover()
@@ -65,8 +67,13 @@ class Node:
         changed it), wrapped for the precompile."""
         config = self.config
         exchange_config = load_exchange_config(config.exchange or default_exchange_table())
-        data = self.kv.get(EXCHANGE_KEY)
-        engine = Engine.from_bytes(data, exchange_config) if data is not None else Engine(exchange_config)
+        snapshot = self.kv.get(EXCHANGE_KEY)
+        if snapshot is not None:
+            engine = Engine.from_bytes(snapshot[8:], exchange_config)
+            after = int.from_bytes(snapshot[:8], "big") + 1
+        else:
+            engine = Engine(exchange_config)
+            after = 0
         native = None
         if config.chain.exchange_native_asset:
             try:
@@ -75,8 +82,18 @@ class Node:
                 raise StartupError(f"chain.exchange_native_asset: no exchange asset "
                                    f"{config.chain.exchange_native_asset!r}") from None
         observer = self.metrics.exchange_command if self.metrics is not None else None
-        return ExchangeRuntime(engine, native_asset=native, faucet=config.chain.exchange_faucet,
-                               observer=observer)
+        runtime = ExchangeRuntime(engine, native_asset=native, faucet=config.chain.exchange_faucet,
+                                  observer=observer)
+        # The sealed blocks after the snapshot: re-apply their recorded commands.
+        self._exchange_command_blocks = []
+        replayed = 0
+        for key, value in self.kv.items(EXCHANGE_COMMANDS + num8(after), EXCHANGE_COMMANDS + b"\xff" * 8):
+            commands = decode_commands(value)
+            runtime.replay(commands)
+            self._exchange_command_blocks.append(int.from_bytes(key[1:], "big"))
+            replayed += len(commands)
+        self._exchange_commands_replayed = replayed
+        return runtime
 
     def _open_chain(self) -> Chain:
         config = self.config
@@ -235,9 +252,12 @@ class Node:
         puts.extend(self.store.state_puts(all_records(state), head.number)[0])
         # History of block `head.number` was already right; keep only head keys from this.
         puts = [(k, v) for k, v in puts if not k.startswith((b"y", b"z"))]
-        puts.append((EXCHANGE_KEY, engine_bytes))
+        puts.append((EXCHANGE_KEY, num8(head.number) + engine_bytes))
+        deletes.extend(key for key, _ in self.kv.items(EXCHANGE_COMMANDS, EXCHANGE_COMMANDS + b"\xff" * 8))
+        chain.exchange_command_blocks = []
+        chain.exchange_commands_since_snapshot = 0
         self.kv.write(puts, deletes)
-        self.exchange.engine = Engine.from_bytes(engine_bytes, self.exchange.engine.config)
+        self.exchange.reset(Engine.from_bytes(engine_bytes, self.exchange.engine.config))
         chain.state = copy_state(state)
         chain.state.exchange = self.exchange
         chain.head = head

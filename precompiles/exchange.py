@@ -13,6 +13,7 @@ engine back; `end_transaction()` commits what a finished transaction kept.
 """
 from __future__ import annotations
 
+import pickle
 import time
 import typing
 from dataclasses import dataclass
@@ -107,6 +108,11 @@ class ExchangeRuntime:
         self.views = _views()
         self.events: dict[type, abi.Event] = {}
         self._open_tokens: list[int] = []
+        # The commands applied and kept, in order, with their block context: the
+        # engine is a pure function of them, so the store keeps these per block and
+        # a full snapshot only now and then (see Chain.seal, Node._open_exchange).
+        self._tx_commands: list[tuple[int, Context, object]] = []  # (token, ctx, command)
+        self.block_commands: list[tuple[Context, object]] = []
         self.asset_ids = frozenset(a.id for a in engine.config.assets)
 
     # -- the call --------------------------------------------------------------
@@ -181,6 +187,7 @@ class ExchangeRuntime:
             engine.revert(token)
             return _revert(REJECT_GAS, Reason.INSUFFICIENT_BALANCE, "the exchange account cannot pay this ETH out")
         self._open_tokens.append(token)
+        self._tx_commands.append((token, ctx, command))
         journal(self._undo, token)
         logs = [self._log(e) for e in events]
         if function.result_class is None:
@@ -222,6 +229,10 @@ class ExchangeRuntime:
             position = tokens.index(token)
             self.engine.revert(token)
             del tokens[position:]
+            # Tokens grow monotonically: the commands from `token` on are undone.
+            commands = self._tx_commands
+            while commands and commands[-1][0] >= token:
+                commands.pop()
 
     def end_transaction(self) -> None:
         """A transaction finished and nothing can revert it any more: keep its changes."""
@@ -229,6 +240,8 @@ class ExchangeRuntime:
         if tokens:
             self.engine.commit(tokens[0])
             tokens.clear()
+            self.block_commands.extend((ctx, command) for _token, ctx, command in self._tx_commands)
+            self._tx_commands.clear()
 
     # -- the block ---------------------------------------------------------------
 
@@ -240,9 +253,29 @@ class ExchangeRuntime:
             command_class = getattr(ex, name, None)
             if command_class is None:
                 continue
-            _result, produced = self.engine.apply(command_class(), ctx)
+            command = command_class()
+            _result, produced = self.engine.apply(command, ctx)
+            self.block_commands.append((ctx, command))
             events.extend(produced)
         return events
+
+    def reset(self, engine: ex.Engine) -> None:
+        """Swap in another engine state (evm_revert); what the open block did is gone."""
+        self.engine = engine
+        self._open_tokens.clear()
+        self._tx_commands.clear()
+        self.block_commands = []
+
+    def take_block_commands(self) -> list[tuple[Context, object]]:
+        commands, self.block_commands = self.block_commands, []
+        return commands
+
+    def replay(self, commands: list[tuple[Context, object]]) -> None:
+        """Re-apply commands taken from a sealed block (recovery). A command that was
+        kept once is kept again: the engine is deterministic."""
+        apply = self.engine.apply
+        for ctx, command in commands:
+            apply(command, ctx)
 
     def digest(self) -> bytes:
         return self.engine.state_digest()
@@ -276,6 +309,58 @@ def _batch_output(runtime: ExchangeRuntime, command, result) -> bytes:
             ok.append(True)
             outputs.append(by_class[action.__class__].encode_result(r))
     return abi_encode(["bool[]", "bytes[]"], [ok, outputs])
+
+
+# -- the engine's command log in the store ------------------------------------------
+
+def encode_commands(commands: list[tuple[Context, object]]) -> bytes:
+    """A block's kept commands as compact bytes: runs of one Context, each command
+    (class name, field values) read by one C-level attrgetter: ~0.8 µs a command,
+    against ~6 µs for pickling the dataclasses themselves."""
+    runs: list = []
+    last = None
+    for ctx, command in commands:
+        if last is None or ctx != last:
+            runs.append((ctx.block_number, ctx.timestamp, []))
+            last = ctx
+        runs[-1][2].append(_command_tuple(command))
+    return pickle.dumps(runs, protocol=5)
+
+
+def decode_commands(data: bytes) -> list[tuple[Context, object]]:
+    out = []
+    for number, timestamp, commands in pickle.loads(data):
+        ctx = Context(number, timestamp)
+        out.extend((ctx, _command_from(t)) for t in commands)
+    return out
+
+
+def _command_tuple(command) -> tuple:
+    cls = command.__class__
+    getter = _GETTERS.get(cls)
+    if getter is None:
+        import dataclasses
+        import operator
+
+        names = [f.name for f in dataclasses.fields(cls)]
+        getter = _GETTERS[cls] = (operator.attrgetter(*names) if len(names) > 1
+                                  else (lambda c, g=operator.attrgetter(*names): (g(c),)) if names
+                                  else (lambda c: ()))
+    values = getter(command)
+    if cls is ex.Batch:
+        values = tuple(tuple(_command_tuple(a) for a in v) if v.__class__ is tuple else v for v in values)
+    return cls.__name__, values
+
+
+def _command_from(t: tuple):
+    name, values = t
+    cls = getattr(ex, name)
+    if cls is ex.Batch:
+        values = tuple(tuple(_command_from(a) for a in v) if v.__class__ is tuple else v for v in values)
+    return cls(*values)
+
+
+_GETTERS: dict[type, typing.Callable] = {}
 
 
 # -- read views (eth_call) ----------------------------------------------------------

@@ -21,10 +21,12 @@ from node.chain.store import ChainStore, num8
 from node.chain.transactions import SignedTx, keccak, decode_raw_transaction
 from node.chain.trie import IncrementalTrie
 from exchange import Context
-from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS
+from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS, encode_commands
 
-# Store key of the engine's serialised state as of the head block.
+# Store keys of the engine: E = a full snapshot (block number + engine bytes),
+# e<block> = the commands the engine applied in that block, after the snapshot.
 EXCHANGE_KEY = b"E"
+EXCHANGE_COMMANDS = b"e"
 
 RECENT_BLOCKS = 128
 
@@ -49,6 +51,7 @@ class OpenBlock:
         # Store records of the receipts, encoded per mini-block, not all at the seal.
         self.receipt_records: list = []
         self.body: list = []
+        self.exchange_begun = False
 
 
 class SealedBlock:
@@ -75,6 +78,9 @@ class Chain:
         self.time_offset = 0  # evm_increaseTime, seconds
         self.next_timestamp: int | None = None  # evm_setNextBlockTimestamp
         self.miniblock_number = 0  # global mini-block counter
+        # Blocks with an e<number> command record since the last engine snapshot.
+        self.exchange_command_blocks: list[int] = []
+        self.exchange_commands_since_snapshot = 0
 
     # -- building -----------------------------------------------------------------------
 
@@ -99,11 +105,17 @@ class Chain:
         self.open = OpenBlock(env)
         self._executor = Executor(self.state, env)
         self._block_preprocessing(env, parent)
+        return self.open
+
+    def _begin_exchange_block(self, block: OpenBlock) -> None:
+        """Expiries and the engine's per-block tick: before the block's first
+        transaction, or at its seal if it has none. Not at open: an open block
+        without transactions can be discarded (evm_snapshot/revert, a new
+        timestamp) and must have changed nothing."""
+        block.exchange_begun = True
         runtime = self.state.exchange
         if runtime is not None:
-            # Expiries and the per-block tick belong to the block, before any tx.
-            runtime.begin_block(Context(env.number, env.timestamp))
-        return self.open
+            runtime.begin_block(Context(block.env.number, block.env.timestamp))
 
     def _block_preprocessing(self, env: BlockEnv, parent: Header) -> None:
         # EIP-2935: the history contract keeps the parent hash (py-evm's Prague does this).
@@ -127,6 +139,8 @@ class Chain:
     def apply(self, tx: SignedTx) -> Receipt:
         """Execute `tx` in the open block. Raises TxInvalid and changes nothing if it can't run."""
         block = self.open
+        if not block.exchange_begun:
+            self._begin_exchange_block(block)
         receipt = self._executor.execute(tx, block.gas_used)
         index = len(block.txs)
         receipt.tx_index = index
@@ -171,7 +185,9 @@ class Chain:
         if block.hashed_upto != len(block.txs):
             self.end_miniblock()
         env = block.env
-        exchange_bytes = self._commit_exchange()
+        if not block.exchange_begun:
+            self._begin_exchange_block(block)
+        exchange_puts, exchange_deletes = self._commit_exchange(env.number)
         header = Header()
         header.parent_hash = self.head.hash
         header.coinbase = env.coinbase
@@ -194,26 +210,38 @@ class Chain:
         puts = self.store.block_puts(header, block.body, block.receipts, block.receipt_records)
         state_puts, deletes = self.store.state_puts(self.state.take_changes(), header.number)
         puts.extend(state_puts)
-        if exchange_bytes is not None:
-            puts.append((EXCHANGE_KEY, exchange_bytes))
+        puts.extend(exchange_puts)
+        deletes = list(deletes) + exchange_deletes
         self.head = header
         self.open = None
         self._executor = None
         self._remember(sealed)
         return sealed, puts, deletes
 
-    def _commit_exchange(self) -> bytes | None:
+    def _commit_exchange(self, number: int) -> tuple[list, list]:
         """Put the engine's digest into the exchange account's storage (so the state
-        root commits to the book) and return the engine's bytes if it changed."""
+        root commits to the books), and return the store writes that keep the engine:
+        this block's commands under e<number>, and now and then a full snapshot under
+        E (then the command records it covers are deleted)."""
         runtime = self.state.exchange
         if runtime is None:
-            return None
+            return [], []
         digest = int.from_bytes(runtime.digest(), "big")
-        if self.state.get_storage(EXCHANGE_ADDRESS, DIGEST_SLOT) == digest:
-            return None
-        self.state.set_storage(EXCHANGE_ADDRESS, DIGEST_SLOT, digest)
-        self.state.state_root()
-        return runtime.engine.to_bytes()
+        if self.state.get_storage(EXCHANGE_ADDRESS, DIGEST_SLOT) != digest:
+            self.state.set_storage(EXCHANGE_ADDRESS, DIGEST_SLOT, digest)
+        commands = runtime.take_block_commands()
+        puts, deletes = [], []
+        if commands:
+            puts.append((EXCHANGE_COMMANDS + num8(number), encode_commands(commands)))
+            self.exchange_commands_since_snapshot += len(commands)
+            self.exchange_command_blocks.append(number)
+        if self.exchange_commands_since_snapshot >= self.config.storage.exchange_snapshot_commands:
+            puts.append((EXCHANGE_KEY, num8(number) + runtime.engine.to_bytes()))
+            deletes.extend(EXCHANGE_COMMANDS + num8(n) for n in self.exchange_command_blocks)
+            puts = [(k, v) for k, v in puts if not k.startswith(EXCHANGE_COMMANDS)]
+            self.exchange_command_blocks = []
+            self.exchange_commands_since_snapshot = 0
+        return puts, deletes
 
     def _remember(self, sealed: SealedBlock) -> None:
         self.recent[sealed.header.number] = sealed

@@ -108,19 +108,48 @@ def test_exchange_metrics(devnet_factory):
     assert values['blixt_exchange_command_seconds_count{kind="Deposit"}'] == 2
 
 
-def test_kill_minus_nine_keeps_every_acknowledged_order(devnet_factory, tmp_path):
+@pytest.mark.parametrize("snapshot_every", [200_000, 3], ids=["replayed-commands", "snapshot"])
+def test_kill_minus_nine_keeps_every_acknowledged_order(devnet_factory, tmp_path, snapshot_every):
+    """The engine comes back from a snapshot plus the commands recorded per block
+    after it, plus the write-ahead log of the unsealed block."""
+    config = tmp_path / "blixt.toml"
+    config.write_text(f"[storage]\nexchange_snapshot_commands = {snapshot_every}\n")
     data = str(tmp_path / "chain")
-    node = devnet_factory("--block-time", "0.2", data_dir=data)
+    node = devnet_factory("--block-time", "0.2", "--config", str(config), data_dir=data)
     w3 = Web3(Web3.HTTPProvider(node.url))
-    ex, seller, _, receipt = trade(w3)
-    before_orders = ex.functions.openOrders(seller).call()
+    ex, seller, buyer, receipt = trade(w3)
+    # Some sealed blocks, and one more order that may still be in the open block.
+    wait_until(lambda: w3.eth.block_number > receipt.blockNumber, timeout=20)
+    assert send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE - 10, 7 * LOT), buyer).status == 1
+    before_orders = ex.functions.openOrders(seller).call() + ex.functions.openOrders(buyer).call()
     before_digest = ex.functions.stateDigest().call()
     node.kill()
-    again = devnet_factory("--block-time", "0.2", data_dir=data)
+    again = devnet_factory("--block-time", "0.2", "--config", str(config), data_dir=data)
     w3 = Web3(Web3.HTTPProvider(again.url))
     ex = exchange_contract(w3)
-    assert ex.functions.openOrders(seller).call() == before_orders
+    assert ex.functions.openOrders(seller).call() + ex.functions.openOrders(buyer).call() == before_orders
     assert ex.functions.stateDigest().call() == before_digest
-    # And it keeps trading from there.
-    assert send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE, 100 * LOT), w3.eth.accounts[1]).status == 1
+    # And it keeps trading from there, and survives a clean restart too.
+    assert send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE, 100 * LOT), buyer).status == 1
+    assert ex.functions.bestBidAsk(ETH_USDC).call() == [PRICE - 10, PRICE + 10]
+    digest = ex.functions.stateDigest().call()
+    assert again.stop() == 0
+    third = devnet_factory("--block-time", "0.2", "--config", str(config), data_dir=data)
+    ex = exchange_contract(Web3(Web3.HTTPProvider(third.url)))
+    assert ex.functions.stateDigest().call() == digest
+
+
+def test_evm_snapshot_and_revert_restore_the_books(devnet_factory):
+    node = devnet_factory("--block-time", "0.2")
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    ex, seller, buyer, _ = trade(w3)
+    digest = ex.functions.stateDigest().call()
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    assert send(w3, ex.functions.cancelAll(2**256 - 1), seller).status == 1
+    assert ex.functions.openOrders(seller).call() == []
+    assert w3.provider.make_request("evm_revert", [snapshot])["result"] is True
+    assert ex.functions.stateDigest().call() == digest
+    assert len(ex.functions.openOrders(seller).call()) == 2
+    # Trading goes on from the restored book.
+    assert send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE, 100 * LOT), buyer).status == 1
     assert ex.functions.bestBidAsk(ETH_USDC).call() == [0, PRICE + 10]
