@@ -25,6 +25,10 @@ DASHBOARD_METRICS = (
     "blixt_mempool_transactions",
     "blixt_preconfirmation_latency_seconds",
     "blixt_rpc_request_seconds",
+    "blixt_orders_total",
+    "blixt_exchange_fills_total",
+    "blixt_exchange_command_seconds",
+    "blixt_exchange_open_orders",
 )
 
 
