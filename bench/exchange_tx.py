@@ -1,6 +1,7 @@
 """Executor-only cost of exchange order transactions: the fast path vs py-evm.
 
     python bench/exchange_tx.py [--orders N] [--runs R]
+    python bench/exchange_tx.py --persistence     # what keeping the engine costs
 
 Pre-signs N placeLimit transactions (resting sells over 50 price levels, from 4
 senders) and executes them on a head state through node.chain.execution.Executor,
@@ -83,11 +84,59 @@ def run(deposits, txs, fast: bool) -> float:
     return len(txs) / elapsed
 
 
+def persistence() -> None:
+    """Engine.to_bytes() at 10k and 100k resting orders, and the per-block command
+    log's encode/decode for 10,000 commands (medians of 3)."""
+    from exchange import Context, Deposit, PlaceOrder, Side
+    from precompiles.exchange import decode_commands, encode_commands
+
+    engine = Engine(load(default_exchange_table()))
+    ctx = Context(1, 1_000)
+    for a in range(200):
+        account = a.to_bytes(20, "big")
+        engine.apply(Deposit(account, 0, 10**15), ctx)
+        engine.apply(Deposit(account, 1, 10**24), ctx)
+    placed = 0
+    out = {}
+    for target in (10_000, 100_000):
+        while placed < target:
+            side = Side.BUY if placed % 2 else Side.SELL
+            offset = 10 * (1 + placed % 400)
+            price = PRICE - offset if side == Side.BUY else PRICE + offset
+            engine.apply(PlaceOrder((placed % 200).to_bytes(20, "big"), 0, side, price, LOT), ctx)
+            placed += 1
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            data = engine.to_bytes()
+            times.append(time.perf_counter() - started)
+        out[f"to_bytes_ms_{target}"] = round(statistics.median(times) * 1000, 1)
+        print(f"to_bytes with {target:,} resting orders: {out[f'to_bytes_ms_{target}']} ms, {len(data) / 1e6:.1f} MB")
+    commands = [(ctx, PlaceOrder(b"\x01" * 20, 0, Side.BUY, PRICE, LOT)) for _ in range(10_000)]
+    enc, dec = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        data = encode_commands(commands)
+        enc.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        decode_commands(data)
+        dec.append(time.perf_counter() - started)
+    out["encode_ms_10k_commands"] = round(statistics.median(enc) * 1000, 1)
+    out["decode_ms_10k_commands"] = round(statistics.median(dec) * 1000, 1)
+    print(f"command log, 10,000 commands: encode {out['encode_ms_10k_commands']} ms, "
+          f"decode {out['decode_ms_10k_commands']} ms, {len(data) / 1e6:.2f} MB")
+    print(json.dumps(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--persistence", action="store_true")
     args = parser.parse_args()
+    if args.persistence:
+        persistence()
+        return
     deposits, txs = prepare(args.orders)
     gc.freeze()
     results = {"fast": [], "evm": []}
