@@ -34,17 +34,36 @@ Modules:
                  MarketKind, MarketStatus, OrderStatus, CancelReason), Context,
                  FEE_SCALE / RATE_SCALE
     config.py    load(parsed_toml) -> ExchangeConfig; default_config.toml is the
-                 default set (USDC, WETH, WBTC; ETH-USDC, BTC-USDC, ETH-PERP, BTC-PERP)
+                 default set (USDC, WETH, WBTC; ETH-USDC, BTC-USDC, ETH-PERP, BTC-PERP,
+                 USDC-LEND, WETH-LEND) with part 2's risk, funding and lending settings
     commands.py  Deposit, Withdraw, PlaceOrder, CancelOrder, CancelByClientId,
-                 CancelAll, ModifyOrder, Batch, ExpireOrders, SetMarketStatus; results
+                 CancelAll, ModifyOrder, Batch, ExpireOrders, SetMarketStatus,
+                 SetOraclePrice, Tick (the per-block hook); results
     events.py    Deposited, Withdrawn, OrderAccepted, Fill, OrderCancelled,
-                 OrderModified, MarketStatusChanged
+                 OrderModified, MarketStatusChanged, OracleUpdated, PositionChanged,
+                 FundingPaid
     errors.py    ExchangeError, Reason (stable integer codes)
     book.py      Order, Level, OrderBook (fast: linked FIFO levels, SortedList of prices)
     reference.py NaiveBook: the obviously-correct book the fast one is tested against
     accounts.py  Account, Market, fee rounding
     clearing.py  SpotClearing: holds, settlement, release
+    perps.py     PerpClearing (MarketKind.PERP): positions (Account.positions),
+                 realized PnL through a per-market settlement pool, reduce-only,
+                 oracle prices, mark price, funding (premium samples each Tick, a
+                 cumulative index settled O(1) per position when touched, exact
+                 zero-sum carry), the perp margin check, portfolio(account)
+    lending.py   LendingClearing (MarketKind.LENDING): books priced in annual
+                 rates (lenders SELL offers, borrowers BUY), a Loan per fill on
+                 both accounts (Account.loans), exact interest by block time
+                 settled on touch, RepayLoan, maturity via a (maturity, id)
+                 index in the Tick hook: repay, else roll over against the best
+                 offers, else overdue; share_default (pro-rata loss),
+                 portfolio_terms(account, now) for the risk model
     engine.py    Engine, views, balance_report(), audit()
+
+Per block the chain sends ExpireOrders, then Tick: Engine._tick runs
+Engine._block_hooks in order (perps: premium sample and funding payment;
+lending: the loans that matured - repaid, rolled over or overdue).
 
 States of an order: accepted -> (filled | resting | cancelled); resting ->
 (filled | cancelled by user, expiry, self-trade prevention). A market is
@@ -63,26 +82,35 @@ from the objects changed since the last call; to_bytes()/from_bytes() persist.
 from .commands import (
     BalanceResult, Batch, BatchResult, CancelAll, CancelAllResult, CancelByClientId, CancelOrder,
     CancelResult, Deposit, ExpireOrders, ExpireResult, ModifyOrder, ModifyResult, OrderResult,
-    PlaceOrder, SetMarketStatus, StatusResult, Withdraw,
+    OracleResult, PlaceOrder, SetMarketStatus, SetOraclePrice, StatusResult, Tick, TickResult, Withdraw,
 )
-from .config import AssetConfig, ConfigError, ExchangeConfig, MarketConfig, load
+from .config import AssetConfig, ConfigError, CorrelationConfig, ExchangeConfig, MarketConfig, load
 from .engine import AssetBalance, BalanceReport, Engine, OrderView
 from .errors import ExchangeError, Reason
 from .events import (
-    Deposited, Fill, MarketStatusChanged, OrderAccepted, OrderCancelled, OrderModified, Withdrawn,
+    Deposited, Fill, FundingPaid, MarketStatusChanged, OracleUpdated, OrderAccepted, OrderCancelled,
+    OrderModified, PositionChanged, Withdrawn,
 )
+from .perps import FundingView, PositionView
+from .commands import RepayLoan, RepayResult
+from .events import DefaultShared, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled
+from .lending import LendingClearing, LoanView
 from .types import (
-    FEE_SCALE, RATE_SCALE, CancelReason, Context, MarketKind, MarketStatus, OrderStatus, OrderType,
-    SelfTradePrevention, Side, TimeInForce,
+    FEE_SCALE, RATE_SCALE, CancelReason, Context, MarketKind, MarketStatus, MarkMethod, OrderStatus,
+    OrderType, SelfTradePrevention, Side, TimeInForce,
 )
 
 __all__ = [
     "AssetBalance", "AssetConfig", "BalanceReport", "BalanceResult", "Batch", "BatchResult",
     "CancelAll", "CancelAllResult", "CancelByClientId", "CancelOrder", "CancelReason",
-    "CancelResult", "ConfigError", "Context", "Deposit", "Deposited", "Engine", "ExchangeConfig",
-    "ExchangeError", "ExpireOrders", "ExpireResult", "FEE_SCALE", "Fill", "MarketConfig",
-    "MarketKind", "MarketStatus", "MarketStatusChanged", "ModifyOrder", "ModifyResult",
-    "OrderAccepted", "OrderCancelled", "OrderModified", "OrderResult", "OrderStatus", "OrderType",
-    "OrderView", "PlaceOrder", "RATE_SCALE", "Reason", "SelfTradePrevention", "SetMarketStatus",
-    "Side", "StatusResult", "TimeInForce", "Withdraw", "Withdrawn", "load",
+    "CancelResult", "ConfigError", "Context", "CorrelationConfig", "Deposit", "Deposited", "Engine", "ExchangeConfig",
+    "ExchangeError", "ExpireOrders", "ExpireResult", "FEE_SCALE", "Fill", "FundingPaid", "FundingView", "MarketConfig",
+    "MarketKind", "MarketStatus", "MarketStatusChanged", "MarkMethod", "ModifyOrder", "ModifyResult",
+    "OracleResult", "OracleUpdated", "OrderAccepted", "OrderCancelled", "OrderModified", "OrderResult",
+    "OrderStatus", "OrderType", "OrderView", "PlaceOrder", "PositionChanged", "PositionView", "RATE_SCALE", "Reason", "SelfTradePrevention", "SetMarketStatus", "SetOraclePrice",
+    "Side", "StatusResult", "Tick", "TickResult", "TimeInForce", "Withdraw", "Withdrawn", "load",
+]
+__all__ += [  # lending (exchange/lending.py)
+    "DefaultShared", "InterestPaid", "LendingClearing", "LoanOpened", "LoanOverdue", "LoanRepaid", "LoanRolled",
+    "LoanView", "RepayLoan", "RepayResult",
 ]

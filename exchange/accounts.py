@@ -17,7 +17,8 @@ from .types import FEE_SCALE, MarketKind, MarketStatus
 
 
 class Account:
-    __slots__ = ("address", "available", "reserved", "open_orders", "client_ids", "fills", "exists", "snap", "digest_term")
+    __slots__ = ("address", "available", "reserved", "open_orders", "client_ids", "fills", "exists", "snap", "digest_term",
+                 "positions", "loans")
 
     def __init__(self, address: bytes, assets: int, fills_kept: int) -> None:
         self.address = address
@@ -29,6 +30,10 @@ class Account:
         self.exists = True  # False once the creation is undone (for the digest)
         self.snap = -1  # engine epoch (command count) of the last undo snapshot
         self.digest_term = 0
+        # perp market id -> perps.Position (its own digest term and undo entries)
+        self.positions: dict = {}
+        # loan id -> lending.Loan, lent or borrowed (its own digest term and undo entries)
+        self.loans: dict = {}
 
 
 class Market:
@@ -37,7 +42,7 @@ class Market:
     __slots__ = (
         "id", "symbol", "kind", "base", "quote", "lot_size", "tick_size",
         "min_notional", "maker_fee", "taker_fee", "max_fee", "status", "book",
-        "clearing", "digest_term",
+        "clearing", "digest_term", "config",
     )
 
     def __init__(self, cfg: MarketConfig, base_index: int, quote_index: int, dirty: set) -> None:
@@ -58,6 +63,7 @@ class Market:
         self.book = OrderBook(cfg.id, dirty)
         self.clearing = None  # set by the engine: the clearing of this market's kind
         self.digest_term = 0
+        self.config = cfg  # the MarketConfig (kind-specific settings: perp funding, loan term)
 
 
 def fee_for(basis_before: int, basis_after: int) -> int:

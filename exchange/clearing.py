@@ -44,6 +44,10 @@ class SpotClearing:
             return market.quote, notional - (-notional * rate // FEE_SCALE)
         return market.base, lots * market.lot_size
 
+    def hold_asset(self, market, side: int) -> int:
+        """The asset an order of ``side`` holds."""
+        return market.quote if side == BUY else market.base
+
     def resting_hold(self, market, o: Order, price: int, lots: int) -> int:
         """What a resting order of ``lots`` at ``price`` must hold from now on."""
         if o.side == BUY:

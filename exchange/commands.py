@@ -43,6 +43,9 @@ class PlaceOrder:
     client_order_id: int = 0  # 0 = none; else unique among the account's open orders
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_INCOMING
     expires_at: int = 0  # block timestamp at which a resting order expires; 0 = never
+    # Perp markets only: the order may only shrink the account's position
+    # (see exchange/perps.py for what happens to the part that would not).
+    reduce_only: bool = False
 
 
 @dataclass(slots=True)
@@ -99,10 +102,35 @@ class ExpireOrders:
 
 
 @dataclass(slots=True)
+class SetOraclePrice:
+    account: bytes  # must be the configured oracle
+    asset: int  # asset id
+    price: int  # quote units per ONE WHOLE token (10**decimals smallest units)
+
+
+@dataclass(slots=True)
+class Tick:
+    """The per-block hook: the chain sends one per block, after ExpireOrders.
+
+    Runs ``Engine._block_hooks`` in order (perp funding samples and payments,
+    loan expiry and roll-over); each hook appends its events."""
+
+
+@dataclass(slots=True)
 class SetMarketStatus:
     account: bytes  # must be the configured admin
     market: int
     status: MarketStatus
+
+
+@dataclass(slots=True)
+class RepayLoan:
+    """The borrower repays up to ``amount`` of an open loan now (exchange/lending.py):
+    accrued interest first, then principal; more than is owed repays it all."""
+
+    account: bytes
+    loan_id: int
+    amount: int  # asset units
 
 
 # ---- results -------------------------------------------------------------
@@ -153,6 +181,27 @@ class ExpireResult:
 
 
 @dataclass(slots=True)
+class OracleResult:
+    asset: int
+    price: int
+
+
+@dataclass(slots=True)
+class TickResult:
+    block_number: int
+    timestamp: int
+
+
+@dataclass(slots=True)
 class StatusResult:
     market: int
     status: MarketStatus
+
+
+@dataclass(slots=True)
+class RepayResult:
+    loan_id: int
+    interest_paid: int  # asset units of interest this command paid
+    principal_paid: int  # asset units of principal this command paid
+    principal_left: int  # 0 once the loan is closed
+    interest_due: int  # accrued and still unpaid (0 once closed)

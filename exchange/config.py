@@ -14,6 +14,17 @@ Units (see docs/exchange.md):
   so ``notional = price * quantity // lot_size`` is exact, no rounding;
 * ``min_notional`` is in quote units; fees are parts per ``FEE_SCALE``.
 
+Part 2 (see docs/exchange.md and the contract of the three part-2 modules):
+
+* an oracle price is quote smallest units per ONE WHOLE token;
+* risk factors (shocks, credit factor, correlation ``rho``), perp funding
+  (``funding_interest``, ``premium_clamp``, ``funding_cap``) and the
+  liquidation reward are parts per million (``PPM`` = ``FEE_SCALE``);
+* ``impact_notional`` is in quote units; ``funding_interval`` and
+  ``loan_term`` are seconds of block time;
+* a lending market lends one asset (base == quote): its lot is in that asset's
+  units and its price is an annual rate in ``RATE_SCALE`` parts.
+
 Unknown keys are rejected, so a typo in a config is an error, not a default.
 """
 
@@ -22,7 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .types import FEE_SCALE, MarketKind, MarketStatus
+from .types import FEE_SCALE, MarketKind, MarketStatus, MarkMethod
+
+PPM = FEE_SCALE  # parts per million: risk factors, funding, rewards
+MAX_LOAN_TERM = 864_000  # 10 days: the longest term a lending market may set
 
 
 class ConfigError(ValueError):
@@ -34,6 +48,14 @@ class AssetConfig:
     id: int
     symbol: str
     decimals: int
+    # Portfolio risk (exchange/risk.py), ppm: the price move the opening-level
+    # and the (smaller) liquidation-level margin assume against the net
+    # exposure, the share of a lender-side loan counted as collateral, and the
+    # number of price points of the scenario grid per underlying.
+    shock_open: int = 150_000
+    shock_liq: int = 100_000
+    credit_factor: int = 980_000
+    scenarios: int = 7
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,6 +71,21 @@ class MarketConfig:
     maker_fee: int  # parts per FEE_SCALE
     taker_fee: int  # parts per FEE_SCALE
     status: MarketStatus
+    # perp markets only (0 / ORACLE elsewhere)
+    mark: MarkMethod = MarkMethod.ORACLE  # ORACLE, or MEDIAN of oracle, book mid, last trade
+    impact_notional: int = 0  # quote units the impact bid / ask is walked to
+    funding_interest: int = 0  # ppm per funding interval (may be negative)
+    premium_clamp: int = 0  # ppm: bound of (interest - premium) added to the premium
+    funding_cap: int = 0  # ppm per funding interval: bound of the funding rate
+    # lending markets only (0 elsewhere)
+    loan_term: int = 0  # seconds: the term of a loan made on this book (at most MAX_LOAN_TERM)
+
+
+@dataclass(slots=True, frozen=True)
+class CorrelationConfig:
+    a: int  # asset id, a < b
+    b: int
+    rho: int  # ppm, -PPM..PPM
 
 
 @dataclass(slots=True, frozen=True)
@@ -60,6 +97,11 @@ class ExchangeConfig:
     max_open_orders_per_account: int
     max_batch_actions: int
     fills_kept_per_account: int  # recent fills kept for the account view
+    # part 2
+    oracle: bytes = b"\x00" * 20  # 20-byte address allowed to send SetOraclePrice
+    liquidation_reward: int = 10_000  # ppm of what remains, at most 10_000 (1 %)
+    funding_interval: int = 3600  # seconds of block time per funding payment
+    correlations: tuple[CorrelationConfig, ...] = ()  # sorted by (a, b)
 
     def asset(self, symbol: str) -> AssetConfig:
         for a in self.assets:
@@ -77,12 +119,16 @@ class ExchangeConfig:
 _TOP_KEYS = {
     "fee_scale", "fee_account", "admin", "max_open_orders_per_account",
     "max_batch_actions", "fills_kept_per_account", "assets", "markets",
+    "oracle", "liquidation_reward", "funding_interval", "correlations",
 }
-_ASSET_KEYS = {"id", "symbol", "decimals"}
+_ASSET_KEYS = {"id", "symbol", "decimals", "shock_open", "shock_liq", "credit_factor", "scenarios"}
+_PERP_KEYS = {"mark", "impact_notional", "funding_interest", "premium_clamp", "funding_cap"}
+_LENDING_KEYS = {"loan_term"}
 _MARKET_KEYS = {
     "id", "symbol", "kind", "base", "quote", "lot_size", "tick_size",
     "min_notional", "maker_fee", "taker_fee", "status",
-}
+} | _PERP_KEYS | _LENDING_KEYS
+_CORRELATION_KEYS = {"a", "b", "rho"}
 
 
 def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
@@ -104,7 +150,22 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
         decimals = _int(raw, "decimals", where)
         if not 0 <= decimals <= 36:
             raise ConfigError(f"{where}.decimals out of range")
-        assets.append(AssetConfig(_int(raw, "id", where), _str(raw, "symbol", where), decimals))
+        asset = AssetConfig(
+            _int(raw, "id", where), _str(raw, "symbol", where), decimals,
+            shock_open=_int(raw, "shock_open", where, default=150_000),
+            shock_liq=_int(raw, "shock_liq", where, default=100_000),
+            credit_factor=_int(raw, "credit_factor", where, default=980_000),
+            scenarios=_int(raw, "scenarios", where, default=7),
+        )
+        # The liquidation shock is the smaller one: liquidation must never come
+        # before the opening check would have refused the position.
+        if not 0 <= asset.shock_liq <= asset.shock_open < PPM:
+            raise ConfigError(f"{where}: shocks must satisfy 0 <= shock_liq <= shock_open < {PPM}")
+        if not 0 <= asset.credit_factor <= PPM:
+            raise ConfigError(f"{where}.credit_factor must be within 0..{PPM}")
+        if not 1 <= asset.scenarios <= 101:
+            raise ConfigError(f"{where}.scenarios must be within 1..101")
+        assets.append(asset)
     assets.sort(key=lambda a: a.id)
     _unique([a.id for a in assets], "asset id")
     _unique([a.symbol for a in assets], "asset symbol")
@@ -117,8 +178,35 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
         kind = _enum(MarketKind, _str(raw, "kind", where), where)
         status = _enum(MarketStatus, raw.get("status", "active"), where)
         base, quote = (_asset_ref(raw, k, by_symbol, where) for k in ("base", "quote"))
-        if base == quote:
+        if kind is MarketKind.LENDING:
+            # A lending book lends one asset: the lot is in it and the price is a rate.
+            if base != quote:
+                raise ConfigError(f"{where}: a lending market's base and quote are the lent asset")
+        elif base == quote:
             raise ConfigError(f"{where}: base and quote must differ")
+        own = _PERP_KEYS if kind is MarketKind.PERP else _LENDING_KEYS if kind is MarketKind.LENDING else set()
+        foreign = sorted(((_PERP_KEYS | _LENDING_KEYS) - own) & set(raw))
+        if foreign:
+            raise ConfigError(f"{where}: keys {foreign} do not apply to a {kind.name.lower()} market")
+        extra = {}
+        if kind is MarketKind.PERP:
+            extra = dict(
+                mark=_enum(MarkMethod, raw.get("mark", "oracle"), where),
+                impact_notional=_int(raw, "impact_notional", where),
+                funding_interest=_int(raw, "funding_interest", where),
+                premium_clamp=_int(raw, "premium_clamp", where),
+                funding_cap=_int(raw, "funding_cap", where),
+            )
+            if extra["impact_notional"] <= 0:
+                raise ConfigError(f"{where}.impact_notional must be positive")
+            if not (-PPM <= extra["funding_interest"] <= PPM and 0 <= extra["premium_clamp"] <= PPM
+                    and 0 <= extra["funding_cap"] <= PPM):
+                raise ConfigError(f"{where}: funding_interest within -{PPM}..{PPM}, "
+                                  f"premium_clamp and funding_cap within 0..{PPM}")
+        elif kind is MarketKind.LENDING:
+            extra = dict(loan_term=_int(raw, "loan_term", where, default=MAX_LOAN_TERM))
+            if not 0 < extra["loan_term"] <= MAX_LOAN_TERM:
+                raise ConfigError(f"{where}.loan_term must be within 1..{MAX_LOAN_TERM} seconds")
         m = MarketConfig(
             id=_int(raw, "id", where),
             symbol=_str(raw, "symbol", where),
@@ -131,6 +219,7 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
             maker_fee=_int(raw, "maker_fee", where, default=0),
             taker_fee=_int(raw, "taker_fee", where, default=0),
             status=status,
+            **extra,
         )
         if m.lot_size <= 0 or m.tick_size <= 0 or m.min_notional < 0:
             raise ConfigError(f"{where}: lot_size and tick_size must be positive")
@@ -143,6 +232,23 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
     _unique([m.id for m in markets], "market id")
     _unique([m.symbol for m in markets], "market symbol")
 
+    correlations = []
+    raw_correlations = table.get("correlations", [])
+    if not isinstance(raw_correlations, list):
+        raise ConfigError("[exchange].correlations must be an array of tables")
+    for i, raw in enumerate(raw_correlations):
+        where = f"correlations[{i}]"
+        _no_unknown(raw, _CORRELATION_KEYS, where)
+        a, b = sorted(_asset_ref(raw, k, by_symbol, where) for k in ("a", "b"))
+        rho = _int(raw, "rho", where)
+        if a == b:
+            raise ConfigError(f"{where}: a correlation needs two different assets")
+        if not -PPM <= rho <= PPM:
+            raise ConfigError(f"{where}.rho must be within -{PPM}..{PPM}")
+        correlations.append(CorrelationConfig(a, b, rho))
+    correlations.sort(key=lambda c: (c.a, c.b))
+    _unique([(c.a, c.b) for c in correlations], "correlation pair")
+
     cfg = ExchangeConfig(
         assets=tuple(assets),
         markets=tuple(markets),
@@ -151,9 +257,17 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
         max_open_orders_per_account=_int(table, "max_open_orders_per_account", "[exchange]", default=1000),
         max_batch_actions=_int(table, "max_batch_actions", "[exchange]", default=32),
         fills_kept_per_account=_int(table, "fills_kept_per_account", "[exchange]", default=64),
+        oracle=_address(table, "oracle"),
+        liquidation_reward=_int(table, "liquidation_reward", "[exchange]", default=10_000),
+        funding_interval=_int(table, "funding_interval", "[exchange]", default=3600),
+        correlations=tuple(correlations),
     )
     if cfg.max_open_orders_per_account <= 0 or cfg.max_batch_actions <= 0 or cfg.fills_kept_per_account < 0:
         raise ConfigError("[exchange] limits must be positive")
+    if not 0 <= cfg.liquidation_reward <= 10_000:
+        raise ConfigError("[exchange].liquidation_reward must be within 0..10000 ppm (1 %)")
+    if cfg.funding_interval <= 0:
+        raise ConfigError("[exchange].funding_interval must be positive")
     return cfg
 
 

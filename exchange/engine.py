@@ -24,10 +24,14 @@ from sortedcontainers import SortedList
 from .accounts import Account, Market
 from .book import Order
 from .clearing import SpotClearing, _forget_fill, _restore_account, _restore_order_money
+from .perps import PerpClearing
+from .lending import LendingClearing
+from .commands import RepayLoan  # lending (exchange/lending.py)
 from .commands import (
     BalanceResult, Batch, BatchResult, CancelAll, CancelAllResult, CancelByClientId,
     CancelOrder, CancelResult, Deposit, ExpireOrders, ExpireResult, ModifyOrder,
-    ModifyResult, OrderResult, PlaceOrder, SetMarketStatus, StatusResult, Withdraw,
+    ModifyResult, OrderResult, PlaceOrder, SetMarketStatus, SetOraclePrice, StatusResult, Tick,
+    TickResult, Withdraw,
 )
 from .config import ExchangeConfig
 from .errors import ExchangeError, Reason
@@ -82,7 +86,10 @@ class Engine:
         self._next_checkpoint = 1
         self._markets: dict[int, Market] = {}
         spot = SpotClearing(self)
-        self._clearing = {MarketKind.SPOT: spot}  # part 2 registers PERP and LENDING
+        perps = PerpClearing(self)  # reached as the property self._perps (see there)
+        self._clearing = {MarketKind.SPOT: spot, MarketKind.PERP: perps}  # part 2 registers PERP and LENDING
+        self.lending = lending = LendingClearing(self)  # lending books, loans, their Tick hook, RepayLoan
+        self._clearing[MarketKind.LENDING] = lending
         for mc in config.markets:
             m = Market(mc, self._asset_index[mc.base], self._asset_index[mc.quote], self._dirty)
             m.clearing = self._clearing.get(m.kind)  # None: the kind trades from part 2 on
@@ -104,6 +111,12 @@ class Engine:
         self._expiring = SortedList()
         self._expiring_orders: dict[int, Order] = {}
         self._digest_sum = 0
+        # Per-block work of part 2, run by the Tick command in this order:
+        # callables hook(ctx, events) (perp funding, loan expiry / roll-over).
+        self._block_hooks: list = []
+        # Part-2 state persisted by to_bytes: name -> object with state() (a
+        # literal) and load_state(literal), restored after accounts and orders.
+        self._parts: dict = {}
         self._handlers = {
             Deposit: self._deposit,
             Withdraw: self._withdraw,
@@ -115,7 +128,35 @@ class Engine:
             Batch: self._batch,
             ExpireOrders: self._expire,
             SetMarketStatus: self._set_market_status,
+            Tick: self._tick,
+            SetOraclePrice: perps.set_oracle_price,
+            RepayLoan: lending.repay,
         }
+        perps.setup()
+        self._parts["perps"] = perps
+        self._block_hooks.append(perps.on_block)
+        lending.setup()
+        self._parts["lending"] = lending
+        self._block_hooks.append(lending.on_block)  # loans at maturity: repay or roll over
+
+    # Part-2 handles as properties, not instance attributes: CPython 3.11 keeps
+    # an instance's attributes in the fast shared-key layout only while there
+    # are fewer than 30 of them. Measured (bench/engine.py's stream, in-process
+    # A/B, CPU time): a 30th instance attribute made every resting order and
+    # cancel 4-6 % slower. Keep Engine.__init__ under 30 attributes.
+
+    @property
+    def _perps(self) -> PerpClearing:
+        return self._clearing[MarketKind.PERP]
+
+    @property
+    def _now(self) -> int:
+        """Block time of the command being checked (set before a part-2 check)."""
+        return self._clearing[MarketKind.PERP].now
+
+    @_now.setter
+    def _now(self, timestamp: int) -> None:
+        self._clearing[MarketKind.PERP].now = timestamp
 
     # ==== the entry ========================================================
 
@@ -226,8 +267,13 @@ class Engine:
             elif cls is Account:
                 term = from_bytes(blake2b(account_format % (obj.address, *obj.available, *obj.reserved),
                                           digest_size=32).digest(), "big") if obj.exists else 0
-            else:
+            elif cls is Market:
                 term = from_bytes(blake2b(b"m%d,%d" % (obj.id, obj.status), digest_size=32).digest(), "big")
+            else:
+                # Part-2 objects (positions, perp market state, loans) encode
+                # themselves; each tag is unique, None = no longer live.
+                encoding = obj.digest_encoding()
+                term = from_bytes(blake2b(encoding, digest_size=32).digest(), "big") if encoding is not None else 0
             total += term - obj.digest_term
             obj.digest_term = term
         self._dirty.clear()
@@ -253,16 +299,18 @@ class Engine:
                        o.fee_basis, o.fees_paid, o.client_order_id, int(o.stp), o.expires_at, o.seq)
                       for o in m.book.orders()]
             markets.append((mid, int(m.status), orders))
+        parts = {name: self._parts[name].state() for name in sorted(self._parts)}
         state = (self._next_order_id, self._next_seq, self._next_trade_id, tuple(self._deposits),
-                 tuple(self._withdrawals), accounts, markets)
+                 tuple(self._withdrawals), accounts, markets, parts)
         return _FORMAT + repr(state).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, config: ExchangeConfig) -> "Engine":
         if not data.startswith(_FORMAT):
             raise ValueError("not a blixt exchange state")
-        next_order_id, next_seq, next_trade_id, deposits, withdrawals, accounts, markets = \
-            literal_eval(data[len(_FORMAT):].decode())
+        state = literal_eval(data[len(_FORMAT):].decode())
+        next_order_id, next_seq, next_trade_id, deposits, withdrawals, accounts, markets = state[:7]
+        parts = state[7] if len(state) > 7 else {}  # a part-1 state has none
         engine = cls(config)
         engine._next_order_id, engine._next_seq, engine._next_trade_id = next_order_id, next_seq, next_trade_id
         engine._deposits[:] = deposits
@@ -283,6 +331,8 @@ class Engine:
                 o.remaining, o.reserved, o.fee_basis, o.fees_paid = remaining, reserved, basis, paid
                 m.book.add(o)
                 engine._attach(o)
+        for name in sorted(parts):
+            engine._parts[name].load_state(parts[name])
         engine._log.clear()
         return engine
 
@@ -321,6 +371,49 @@ class Engine:
         """The account's most recent fills, oldest first."""
         a = self._accounts.get(account)
         return list(a.fills) if a is not None and a.fills is not None else []
+
+    # ---- perps (exchange/perps.py) ----
+
+    def oracle_price(self, asset: int) -> int | None:
+        """The latest oracle price of an asset id, quote units per whole token."""
+        index = self._asset_index.get(asset)
+        if index is None:
+            raise ExchangeError(Reason.UNKNOWN_ASSET)
+        return self._perps.oracle.prices[index] or None
+
+    def mark_price(self, market: int) -> int | None:
+        """A perp market's mark price per whole token (None: no oracle price yet)."""
+        return self._perps.mark_price(self._market(market))
+
+    def position(self, account: bytes, market: int):
+        """The account's perp position on ``market`` (a PositionView; flat if none)."""
+        return self._perps.position_view(account, self._market(market))
+
+    def portfolio(self, account: bytes, now: int | None = None, assume_orders: bool = False):
+        """The account's risk.Portfolio (spot balances free + held, perp positions
+        at mark with pending funding, loans at ``now``); with ``assume_orders``
+        its open perp orders filled as the pre-trade check assumes."""
+        a = self._accounts.get(account) or Account(account, self._n_assets, 0)
+        return self._perps.portfolio_of(a, self._now if now is None else now, None, None, assume_orders)[0]
+
+    def margin(self, account: bytes, now: int | None = None, assume_orders: bool = False):
+        """risk.Margin of the account's portfolio at oracle prices (equity,
+        available margin at both levels, binding scenario, naive margin)."""
+        a = self._accounts.get(account) or Account(account, self._n_assets, 0)
+        perps = self._perps
+        portfolio, prices = perps.portfolio_of(a, self._now if now is None else now, None, None, assume_orders)
+        return perps._evaluate(perps.risk_model(), portfolio, prices)
+
+    def funding(self, market: int):
+        """A perp market's funding state (a FundingView)."""
+        return self._perps.funding_view(self._market(market))
+
+    # ---- lending (exchange/lending.py) ----
+
+    def loans(self, account: bytes, now: int) -> list:
+        """The account's open loans, lent and borrowed, by id, with interest
+        as of block time ``now`` (LoanViews)."""
+        return self.lending.loan_views(account, now)
 
     def market_status(self, market: int) -> MarketStatus:
         return self._market(market).status
@@ -366,6 +459,9 @@ class Engine:
         a = self._accounts.get(c.account)
         if a is None or a.available[asset] < amount:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+        if a.positions or (a.loans and self.lending.has_debt(a)):
+            # Perp positions (and debts, exchange/lending.py) are margined by the whole portfolio (exchange/perps.py).
+            self._perps.check_withdrawal(a, asset, amount, ctx.timestamp)
         self._snap(a)
         self._log.append((_restore_total, a, self._withdrawals, asset, self._withdrawals[asset]))
         a.available[asset] -= amount
@@ -428,7 +524,7 @@ class Engine:
         else:
             best = book.bids.best
             crosses = best is not None and best >= price
-        if clearing.__class__ is SpotClearing:
+        if clearing.__class__ is SpotClearing and not c.reduce_only:
             # SpotClearing.hold_for, inlined (same arithmetic, same rounding).
             if side is _BUY:
                 notional = price * lots
@@ -438,6 +534,15 @@ class Engine:
                 asset = m.base
                 hold = quantity  # lots * lot_size: a whole number of lots
         else:
+            # Part 2: the kind's own pre-trade check (perps: reduce-only, margin),
+            # which may trim a reduce-only order, then its hold.
+            check = getattr(clearing, "check_order", None)
+            if check is not None:
+                self._now = ctx.timestamp  # for the portfolio check (loan interest accrues by block time)
+                lots = check(m, account, side, price, lots, tif, c.reduce_only, crosses)
+                quantity = lots * lot
+            elif c.reduce_only:
+                raise ExchangeError(Reason.INVALID_ORDER, "reduce-only is for perp orders")
             asset, hold = clearing.hold_for(m, side, price, lots, crosses)
         available = account.available
         if available[asset] < hold:
@@ -645,8 +750,9 @@ class Engine:
             if book.would_cross(o.side, price):
                 raise ExchangeError(Reason.WOULD_CROSS_POST_ONLY)
         clearing = m.clearing
+        self._now = ctx.timestamp  # for a part-2 clearing's margin check in resting_hold
         delta = clearing.resting_hold(m, o, price, lots) - o.reserved
-        asset = m.quote if o.side == 0 else m.base
+        asset = clearing.hold_asset(m, o.side)
         if delta > account.available[asset]:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
 
@@ -715,6 +821,12 @@ class Engine:
                                          CancelReason.EXPIRED))
             count += 1
         return ExpireResult(count), events
+
+    def _tick(self, c: Tick, ctx: Context):
+        events: list = []
+        for hook in self._block_hooks:
+            hook(ctx, events)
+        return TickResult(ctx.block_number, ctx.timestamp), events
 
     def _set_market_status(self, c: SetMarketStatus, ctx: Context):
         if c.account != self.config.admin:
@@ -811,12 +923,16 @@ class Engine:
                 reserved[i] += a.reserved[i]
         for m in self._markets.values():
             for o in m.book.orders():
-                held_by_orders[m.quote if o.side == 0 else m.base] += o.reserved
+                held_by_orders[m.clearing.hold_asset(m, o.side)] += o.reserved
         for i in range(n):
             reserved[i] += fee.reserved[i]
+        pools = [0] * n  # part-2 settlement pools (perp PnL and funding in transit)
+        for name in sorted(self._parts):
+            for asset, amount in getattr(self._parts[name], "pool_balances", list)():
+                pools[asset] += amount
         rows = tuple(
             AssetBalance(self._asset_ids[i], self._deposits[i], self._withdrawals[i], available[i],
-                         reserved[i], fee.available[i], held_by_orders[i])
+                         reserved[i], fee.available[i], held_by_orders[i], pools[i])
             for i in range(n))
         return BalanceReport(rows)
 
@@ -891,10 +1007,11 @@ class AssetBalance:
     reserved: int  # held balances of all accounts
     fees: int  # the fee account's free balance
     held_by_orders: int  # sum of the holds of resting orders
+    pools: int = 0  # part-2 settlement pools (perps: realized PnL and funding in transit)
 
     @property
     def balanced(self) -> bool:
-        return (self.available + self.reserved + self.fees == self.deposits - self.withdrawals
+        return (self.available + self.reserved + self.fees + self.pools == self.deposits - self.withdrawals
                 and self.reserved == self.held_by_orders)
 
 

@@ -37,6 +37,12 @@ class Reason(IntEnum):
     NO_CHANGE = 23  # a modify that changes neither price nor quantity
     UNKNOWN_COMMAND = 24
     WRONG_ACCOUNT = 25  # a batch action for another account than the batch's
+    # 26-39: perpetuals (exchange/perps.py)
+    REDUCE_ONLY_REJECTED = 26  # reduce-only order without an opposite position, or resting
+    NO_ORACLE_PRICE = 27  # the perp market's underlying has no oracle price yet
+    # 40-49: lending; 50-59: risk and liquidation
+    UNKNOWN_LOAN = 40  # no open loan with that id borrowed by this account (exchange/lending.py)
+    INSUFFICIENT_MARGIN = 50  # opening-level available margin would fall below zero
 
 
 class ExchangeError(Exception):

@@ -86,6 +86,118 @@ class OrderModified:
 
 
 @dataclass(slots=True)
+class OracleUpdated:
+    asset: int  # asset id
+    price: int  # quote units per whole token
+
+
+@dataclass(slots=True)
+class PositionChanged:
+    """A perp position after one fill (one per side of each perp Fill)."""
+
+    account: bytes
+    market: int
+    size: int  # base units, + long / - short
+    entry_value: int  # quote units, + paid for a long / - received for a short
+    realized_pnl: int  # quote units paid (+) to / taken (-) from the account by this fill
+
+
+@dataclass(slots=True)
+class FundingPaid:
+    """A perp market's funding payment: longs pay ``rate`` (RATE_SCALE parts
+    of size x oracle price; negative: shorts pay). Positions settle lazily,
+    against ``funding_index``."""
+
+    market: int
+    rate: int
+    oracle_price: int
+    funding_index: int
+    timestamp: int
+
+
+# ---- lending (exchange/lending.py); amounts in the lent asset's units, rates
+# in RATE_SCALE parts a year, times in block seconds.
+
+
+@dataclass(slots=True)
+class LoanOpened:
+    """A loan made by a fill on a lending book (or by a roll-over: ``rolled_from``
+    is then the maturing loan's id, else 0)."""
+
+    loan_id: int
+    market: int
+    lender: bytes
+    borrower: bytes
+    asset: int  # asset id
+    principal: int
+    rate: int
+    start: int
+    maturity: int
+    rolled_from: int
+
+
+@dataclass(slots=True)
+class InterestPaid:
+    """Interest moved from the borrower's free balance to the lender's."""
+
+    loan_id: int
+    lender: bytes
+    borrower: bytes
+    asset: int
+    amount: int
+
+
+@dataclass(slots=True)
+class LoanRepaid:
+    """Principal paid back (early by RepayLoan, or at maturity by the Tick)."""
+
+    loan_id: int
+    lender: bytes
+    borrower: bytes
+    asset: int
+    principal_paid: int
+    principal_left: int  # 0: the loan is closed
+    at_maturity: bool
+
+
+@dataclass(slots=True)
+class LoanRolled:
+    """At maturity the borrower's free balance was short: ``amount`` (whole lots)
+    was borrowed against the best offers, one new loan per offer taken."""
+
+    loan_id: int  # the maturing loan
+    borrower: bytes
+    asset: int
+    amount: int
+    new_loans: tuple
+
+
+@dataclass(slots=True)
+class LoanOverdue:
+    """A loan matured and could not be fully repaid or rolled; it stays open and
+    keeps accruing (phase 2's default handling takes it from there)."""
+
+    loan_id: int
+    lender: bytes
+    borrower: bytes
+    asset: int
+    principal: int
+    interest_due: int
+
+
+@dataclass(slots=True)
+class DefaultShared:
+    """A defaulting borrower's shortfall cut this lender's claim (pro rata)."""
+
+    loan_id: int
+    lender: bytes
+    borrower: bytes
+    asset: int
+    loss: int  # claim written off, interest first
+    claim_left: int  # principal + interest due after the cut
+
+
+@dataclass(slots=True)
 class MarketStatusChanged:
     market: int
     status: MarketStatus

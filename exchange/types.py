@@ -53,6 +53,13 @@ class MarketKind(IntEnum):
     LENDING = 2  # part 2: a lending book whose price is an interest rate
 
 
+class MarkMethod(IntEnum):
+    """How a perp market's mark price (margin, liquidation) is made."""
+
+    ORACLE = 0  # the oracle (index) price
+    MEDIAN = 1  # the median of oracle, book mid and last trade price
+
+
 class MarketStatus(IntEnum):
     ACTIVE = 0
     CANCEL_ONLY = 1  # cancels and expiry only; no new orders, no modifies

@@ -12,17 +12,26 @@ pragma solidity ^0.8.20;
 interface IExchange {
     error ExchangeError(uint32 code, string reason);
 
+    event DefaultShared(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 loss, uint256 claimLeft);
     event Deposited(address indexed account, uint256 indexed asset, uint256 amount, uint256 available);
     event Fill(uint256 tradeId, uint256 indexed market, uint256 price, uint256 quantity, uint8 takerSide, uint256 makerOrderId, address indexed makerAccount, uint256 makerRemaining, uint256 makerFee, uint256 takerOrderId, address indexed takerAccount, uint256 takerRemaining, uint256 takerFee);
+    event FundingPaid(uint256 indexed market, int256 rate, uint256 oraclePrice, int256 fundingIndex, uint256 timestamp);
+    event InterestPaid(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 amount);
+    event LoanOpened(uint256 indexed loanId, uint256 indexed market, address indexed lender, address borrower, uint256 asset, uint256 principal, int256 rate, uint256 start, uint256 maturity, uint256 rolledFrom);
+    event LoanOverdue(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 principal, uint256 interestDue);
+    event LoanRepaid(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 principalPaid, uint256 principalLeft, bool atMaturity);
+    event LoanRolled(uint256 indexed loanId, address indexed borrower, uint256 indexed asset, uint256 amount, bytes[] newLoans);
     event MarketStatusChanged(uint256 indexed market, uint8 status);
+    event OracleUpdated(uint256 indexed asset, uint256 price);
     event OrderAccepted(uint256 indexed orderId, address indexed account, uint256 indexed market, uint8 side, uint256 price, uint256 quantity, uint8 timeInForce, uint8 orderType, uint256 clientOrderId, uint256 expiresAt);
     event OrderCancelled(uint256 indexed orderId, address indexed account, uint256 indexed market, uint8 side, uint256 price, uint256 remaining, uint8 reason);
     event OrderModified(uint256 indexed orderId, address indexed account, uint256 indexed market, uint8 side, uint256 price, uint256 remaining, bool requeued);
+    event PositionChanged(address indexed account, uint256 indexed market, int256 size, int256 entryValue, int256 realizedPnl);
     event Withdrawn(address indexed account, uint256 indexed asset, uint256 amount, uint256 available);
 
     function deposit(uint256 asset, uint256 amount) external payable returns (uint256 resultAsset, uint256 available);
     function withdraw(uint256 asset, uint256 amount) external returns (uint256 resultAsset, uint256 available);
-    function placeOrder(uint256 market, uint8 side, uint256 price, uint256 quantity, uint8 timeInForce, uint8 orderType, uint256 clientOrderId, uint8 stp, uint256 expiresAt) external returns (uint256 orderId, uint8 status, uint256 filledQuantity, uint256 remainingQuantity);
+    function placeOrder(uint256 market, uint8 side, uint256 price, uint256 quantity, uint8 timeInForce, uint8 orderType, uint256 clientOrderId, uint8 stp, uint256 expiresAt, bool reduceOnly) external returns (uint256 orderId, uint8 status, uint256 filledQuantity, uint256 remainingQuantity);
     function placeLimit(uint256 market, uint8 side, uint256 price, uint256 quantity) external returns (uint256 orderId, uint8 status, uint256 filledQuantity, uint256 remainingQuantity);
     function cancelOrder(uint256 orderId) external returns (uint256 resultOrderId, uint256 remainingQuantity);
     function cancelByClientId(uint256 clientOrderId) external returns (uint256 orderId, uint256 remainingQuantity);
@@ -30,11 +39,17 @@ interface IExchange {
     function modifyOrder(uint256 orderId, uint256 price, uint256 quantity) external returns (uint256 resultOrderId, bool requeued);
     function batch(bytes[] calldata actions) external returns (bool[] memory ok, bytes[] memory results);
     function setMarketStatus(uint256 market, uint8 status) external returns (uint256 resultMarket, uint8 resultStatus);
+    function setOraclePrice(uint256 asset, uint256 price) external returns (uint256 resultAsset, uint256 resultPrice);
+    function repayLoan(uint256 loanId, uint256 amount) external returns (uint256 resultLoanId, uint256 interestPaid, uint256 principalPaid, uint256 principalLeft, uint256 interestDue);
 
     function balanceOf(address account, uint256 asset) external view returns (uint256 available, uint256 held);
     function bestBidAsk(uint256 market) external view returns (uint256 bid, uint256 ask);
     function getOrder(address account, uint256 orderId) external view returns (bool found, uint256 market, uint8 side, uint256 price, uint256 quantity, uint256 remaining, uint256 clientOrderId, uint256 expiresAt);
     function depth(uint256 market, uint256 levels) external view returns (uint256[] memory bidPrices, uint256[] memory bidQuantities, uint256[] memory askPrices, uint256[] memory askQuantities);
     function openOrders(address account) external view returns (uint256[] memory orderIds);
+    function oraclePrice(uint256 asset) external view returns (uint256 price);
+    function markPrice(uint256 market) external view returns (uint256 price);
+    function position(address account, uint256 market) external view returns (int256 size, int256 entryValue, int256 unrealizedPnl, int256 pendingFunding);
+    function margin(address account) external view returns (int256 equity, int256 availableOpen, int256 availableLiq, uint256 naiveOpen, uint256 naiveLiq);
     function stateDigest() external view returns (bytes32 digest);
 }

@@ -34,7 +34,7 @@ SIGNED_FIELDS = frozenset({
     "size", "new_size", "old_size", "position", "entry_value", "realized_pnl", "pnl",
     "funding", "funding_paid", "payment", "amount_signed", "premium", "rate_signed",
     "equity", "available_open", "available_liq", "delta", "index", "funding_index",
-    "balance", "cumulative_funding", "shortfall_signed",
+    "balance", "cumulative_funding", "shortfall_signed", "rate", "unrealized_pnl", "pending_funding",
 })
 # Event fields worth filtering on, in priority order (at most three become topics).
 INDEXED_FIELDS = ("account", "market", "maker_account", "taker_account", "order_id", "loan_id",

@@ -50,6 +50,8 @@ COMMANDS: list[tuple[type, type | None]] = [
     (ex.ModifyOrder, ex.ModifyResult),
     (ex.Batch, None),
     (ex.SetMarketStatus, ex.StatusResult),
+    (ex.SetOraclePrice, ex.OracleResult),
+    (ex.RepayLoan, ex.RepayResult),
 ]
 SYSTEM_COMMANDS = ("ExpireOrders", "Tick")
 
@@ -436,6 +438,28 @@ def _open_orders(rt: ExchangeRuntime, data: bytes) -> bytes:
     return abi_encode(["uint256[]"], [[o.order_id for o in rt.engine.open_orders(_address(account))]])
 
 
+def _oracle_price(rt: ExchangeRuntime, data: bytes) -> bytes:
+    (asset,) = _words(data, 1)
+    return abi.word(rt.engine.oracle_price(asset) or 0)
+
+
+def _mark_price(rt: ExchangeRuntime, data: bytes) -> bytes:
+    (market,) = _words(data, 1)
+    return abi.word(rt.engine.mark_price(market) or 0)
+
+
+def _position(rt: ExchangeRuntime, data: bytes) -> bytes:
+    account, market = _words(data, 2)
+    p = rt.engine.position(_address(account), market)
+    return b"".join(abi.word(v or 0) for v in (p.size, p.entry_value, p.unrealized_pnl, p.pending_funding))
+
+
+def _margin(rt: ExchangeRuntime, data: bytes) -> bytes:
+    (account,) = _words(data, 1)
+    m = rt.engine.margin(_address(account))
+    return b"".join(abi.word(v) for v in (m.equity, m.available_open, m.available_liq, m.naive_open, m.naive_liq))
+
+
 def _state_digest(rt: ExchangeRuntime, data: bytes) -> bytes:
     return rt.engine.state_digest()
 
@@ -450,6 +474,12 @@ VIEWS = [
          "uint256[] memory bidPrices, uint256[] memory bidQuantities, uint256[] memory askPrices, "
          "uint256[] memory askQuantities", _depth),
     View("openOrders(address account)", "uint256[] memory orderIds", _open_orders),
+    View("oraclePrice(uint256 asset)", "uint256 price", _oracle_price),
+    View("markPrice(uint256 market)", "uint256 price", _mark_price),
+    View("position(address account, uint256 market)",
+         "int256 size, int256 entryValue, int256 unrealizedPnl, int256 pendingFunding", _position),
+    View("margin(address account)",
+         "int256 equity, int256 availableOpen, int256 availableLiq, uint256 naiveOpen, uint256 naiveLiq", _margin),
     View("stateDigest()", "bytes32 digest", _state_digest),
 ]
 

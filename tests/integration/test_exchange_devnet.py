@@ -10,6 +10,7 @@ import pytest
 from eth_abi import decode
 from web3 import Web3
 from web3.exceptions import ContractCustomError
+from web3.logs import DISCARD
 
 from precompiles import solidity
 from precompiles.exchange import DIGEST_SLOT, EXCHANGE_ADDRESS
@@ -45,7 +46,7 @@ def trade(w3: Web3):
 def test_trading_through_transactions_and_reading_through_calls(devnet):
     w3 = Web3(Web3.HTTPProvider(devnet.url))
     ex, seller, buyer, receipt = trade(w3)
-    fills = ex.events.Fill().process_receipt(receipt)
+    fills = ex.events.Fill().process_receipt(receipt, errors=DISCARD)
     assert len(fills) == 1
     fill = fills[0].args
     assert (fill.makerAccount, fill.takerAccount) == (seller, buyer)
@@ -153,3 +154,34 @@ def test_evm_snapshot_and_revert_restore_the_books(devnet_factory):
     # Trading goes on from the restored book.
     assert send(w3, ex.functions.placeLimit(ETH_USDC, 0, PRICE, 100 * LOT), buyer).status == 1
     assert ex.functions.bestBidAsk(ETH_USDC).call() == [0, PRICE + 10]
+
+
+def test_perpetuals_oracle_and_margin_on_chain(devnet_factory):
+    node = devnet_factory("--block-time", "0.2")
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    ex = exchange_contract(w3)
+    long_, short, oracle = w3.eth.accounts[3], w3.eth.accounts[4], w3.eth.accounts[9]
+    eth_perp = 2
+    # Only the configured oracle (dev account 9) may set prices.
+    assert send(w3, ex.functions.setOraclePrice(WETH, 3000 * 10**6), long_).status == 0
+    assert send(w3, ex.functions.setOraclePrice(WETH, 3000 * 10**6), oracle).status == 1
+    assert ex.functions.oraclePrice(WETH).call() == 3000 * 10**6
+    for account in (long_, short):
+        assert send(w3, ex.functions.deposit(USDC, 1_000 * 10**6), account).status == 1
+    # 1 ETH of notional on 1,000 USDC: allowed; 10 ETH is not (portfolio margin).
+    with pytest.raises(ContractCustomError) as caught:
+        ex.functions.placeLimit(eth_perp, 0, PRICE, 10_000 * LOT).call({"from": long_})
+    assert decode(["uint32", "string"], bytes.fromhex(str(caught.value.data)[2:])[4:])[0] == 50
+    assert send(w3, ex.functions.placeLimit(eth_perp, 1, PRICE, 1_000 * LOT), short).status == 1
+    receipt = send(w3, ex.functions.placeLimit(eth_perp, 0, PRICE, 1_000 * LOT), long_)
+    assert receipt.status == 1
+    changes = ex.events.PositionChanged().process_receipt(receipt, errors=DISCARD)
+    assert sorted(c.args.size for c in changes) == [-10**18, 10**18]
+    size, entry, pnl, _ = ex.functions.position(long_, eth_perp).call()
+    assert (size, entry, pnl) == (10**18, 3000 * 10**6, 0)
+    equity, available_open, available_liq, naive_open, _ = ex.functions.margin(long_).call()
+    assert 0 < available_open < available_liq < equity
+    # The price moves: the long gains exactly what the short loses (before fees).
+    assert send(w3, ex.functions.setOraclePrice(WETH, 3100 * 10**6), oracle).status == 1
+    assert ex.functions.position(long_, eth_perp).call()[2] == 100 * 10**6
+    assert ex.functions.position(short, eth_perp).call()[2] == -100 * 10**6

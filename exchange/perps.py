@@ -1,0 +1,722 @@
+"""Perpetual futures: positions, oracle prices, mark price, funding, the perp
+pre-trade margin check.
+
+``PerpClearing`` is the clearing of ``MarketKind.PERP`` markets (the engine
+routes by kind, see clearing.py for the R1 / R2 split). It owns:
+
+* **positions** - ``Account.positions[market id] -> Position``: signed size in
+  base units (+ long), entry value in quote units (+ paid for a long,
+  - received for a short), the funding index it last settled at and a funding
+  carry (see below). A fill that grows a position adds its notional to the
+  entry value; one that shrinks it removes the pro-rata part of the entry value
+  (``ceil(entry * closed / |size|)``: rounded against the account now, in its
+  favour later, never created or lost) and pays the difference to the closed
+  notional as **realized PnL** into the account's free quote balance; one that
+  crosses zero closes, then opens the rest at the same price.
+* **the settlement pool** of each market (``PerpMarket.pool``, quote units):
+  realized PnL and funding flow between accounts and the pool, never straight
+  between two accounts, because the counterparty of a closing trade may be
+  opening (its loss is still unrealized). Invariant, exact at every moment:
+  ``pool == -sum(entry values) + sum(funding settled)``; it is in
+  ``Engine.balance_report()`` beside the fee account.
+* **oracle prices** - ``SetOraclePrice(oracle, asset, price)`` from the
+  configured oracle address only; quote units per WHOLE token.
+* **mark price** - the oracle price, or (``mark = "median"``) the median of
+  oracle, book mid and last trade price, all per whole token; a missing book
+  mid or last trade counts as the oracle price.
+* **funding** - see ``on_block``; applied through a cumulative per-market
+  index so settling a position is O(1), when it is touched (any fill of it,
+  or a view), never a loop over positions.
+* **fees** as spot: in the quote asset, into the fee account; a perp order
+  holds only its worst fee (there is no asset to deliver).
+
+Funding, exactly (``D = 10**base_decimals * RATE_SCALE``):
+
+    each Tick:   premium sample = (max(0, impact_bid - oracle) - max(0, oracle - impact_ask))
+                                  * RATE_SCALE // oracle        (each part floored; 0 when a
+                                  side cannot fill impact_notional, or no oracle price)
+    at the first Tick at or after the interval's end (intervals are aligned
+    to multiples of funding_interval of block time; a gap of several intervals
+    pays once):
+                 P    = mean of the samples (rounded toward zero)
+                 rate = clamp(P + clamp(I - P, -premium_clamp, premium_clamp), -cap, cap)
+                        (I = funding_interest; all in RATE_SCALE parts per interval)
+                 index += rate * oracle_price      (an exact integer)
+    a position settles  owed = size * (index - its index) + carry   (units of 1/D quote)
+                        paid = ceil(owed / D)  (longs pay when the rate is positive)
+                        carry = owed - paid * D    in (-D, 0]
+
+Zero-sum rule: every position pays the ceiling of what it exactly owes and
+keeps the fraction it overpaid as its carry, which is credited at its next
+settlement. Nothing is rounded away: for every account,
+``paid so far + carry / D`` equals its exact funding, and the exact funding of
+all positions sums to zero at every index step (sizes sum to zero), so longs
+pay exactly what shorts receive; the pool holds the fractions in transit
+(``pool == -sum(entry) - sum(exact pending funding)`` and, once every position
+has settled at the same index, ``pool + sum(entry) = -sum(carry) / D >= 0``).
+
+Reduce-only orders (``PlaceOrder.reduce_only``): the Binance / Bybit rule -
+rejected (REDUCE_ONLY_REJECTED) unless the account has a position on the
+other side; a quantity above the position is trimmed to it. They are
+taker-only (IOC, FOK, MARKET): a resting reduce-only order could later flip a
+position that shrank meanwhile, which needs a book-level check (not built).
+
+The margin check (``check_order``): the order fully filled at its limit price
+plus the account's other open perp orders assumed filled in their worse
+direction must leave opening-level available margin (exchange/risk.py) >= 0;
+a reduce-only order passes if it does not lower the available margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .book import EXPIRED, Order
+from .clearing import SpotClearing, _forget_fill, _restore_order_money
+from .commands import OracleResult, SetOraclePrice
+from .errors import ExchangeError, Reason
+from .events import Fill, FundingPaid, OracleUpdated, OrderCancelled, PositionChanged
+from .risk import Portfolio, RiskModel
+from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarkMethod, TimeInForce
+
+BUY = 0
+PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
+
+
+class Position:
+    """One account's position on one perp market (kept while the account
+    has it, flat or not: at most one per perp market per account)."""
+
+    __slots__ = ("account", "market", "size", "entry_value", "funding_index", "carry", "snap", "digest_term")
+
+    def __init__(self, account, market: int, funding_index: int) -> None:
+        self.account = account
+        self.market = market
+        self.size = 0  # base units, + long / - short, a whole number of lots
+        self.entry_value = 0  # quote units: + paid for a long, - received for a short
+        self.funding_index = funding_index  # the market index of the last settlement
+        self.carry = 0  # in (-D, 0]: funding overpaid by the ceiling, units of 1/D quote
+        self.snap = -1
+        self.digest_term = 0
+
+    def digest_encoding(self) -> bytes | None:
+        if not self.size and not self.carry and not self.entry_value:
+            return None  # flat: the same state as no position at all
+        return b"P%b,%d,%d,%d,%d,%d" % (self.account.address, self.market, self.size,
+                                         self.entry_value, self.funding_index, self.carry)
+
+
+class PerpMarket:
+    """Funding and mark state of one perp market."""
+
+    __slots__ = ("market", "divisor", "funding_index", "premium_sum", "samples", "next_funding",
+                 "last_trade", "last_rate", "pool", "snap", "digest_term")
+
+    def __init__(self, market, decimals: int) -> None:
+        self.market = market  # the runtime Market
+        self.divisor = 10**decimals * RATE_SCALE  # D: index units per quote unit per base unit
+        self.funding_index = 0  # cumulative sum of rate * oracle price
+        self.premium_sum = 0  # samples of this interval, RATE_SCALE parts
+        self.samples = 0
+        self.next_funding = 0  # block time of the next payment; 0 = before the first Tick
+        self.last_trade = 0  # price per lot of the last fill; 0 = none yet
+        self.last_rate = 0  # the last funding rate paid, RATE_SCALE parts per interval
+        self.pool = 0  # quote units: the settlement pool (see the module docstring)
+        self.snap = -1
+        self.digest_term = 0
+
+    def fields(self) -> tuple:
+        return (self.funding_index, self.premium_sum, self.samples, self.next_funding,
+                self.last_trade, self.last_rate, self.pool)
+
+    def digest_encoding(self) -> bytes:
+        return b"F%d,%d,%d,%d,%d,%d,%d,%d" % (self.market.id, *self.fields())
+
+
+class OraclePrices:
+    """The latest oracle price per asset index (0 = none yet)."""
+
+    __slots__ = ("prices", "digest_term")
+
+    def __init__(self, n_assets: int) -> None:
+        self.prices = [0] * n_assets
+        self.digest_term = 0
+
+    def digest_encoding(self) -> bytes:
+        return b"X" + b",".join(b"%d" % p for p in self.prices)
+
+
+class PerpClearing(SpotClearing):
+    """Clearing of perp markets; also the home of oracle, funding and views.
+
+    Subclasses SpotClearing for ``_move_hold``; the engine's inlined spot
+    paths test ``clearing.__class__ is SpotClearing``, so they never run here.
+    """
+
+    __slots__ = ("markets", "oracle", "decimals", "model", "now")
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.markets: dict[int, PerpMarket] = {}  # perp market id -> state
+        self.oracle = OraclePrices(engine._n_assets)
+        self.decimals = [a.decimals for a in engine.config.assets]
+        self.model = None  # the RiskModel, made on first use
+        self.now = 0  # Engine._now: block time of the command being checked
+
+    def setup(self) -> None:
+        """Called by the engine once its markets exist."""
+        engine = self.engine
+        for mid in sorted(engine._markets):
+            m = engine._markets[mid]
+            if m.kind is MarketKind.PERP:
+                pm = PerpMarket(m, self.decimals[m.base])
+                self.markets[mid] = pm
+                engine._dirty.add(pm)
+        engine._dirty.add(self.oracle)
+
+    # ==== journalling =====================================================
+
+    def _snap_market(self, pm: PerpMarket) -> None:
+        engine = self.engine
+        if pm.snap != engine._epoch:
+            pm.snap = engine._epoch
+            engine._log.append((_restore_perp_market, pm, pm.fields()))
+        engine._dirty.add(pm)
+
+    def _snap_position(self, pos: Position) -> None:
+        engine = self.engine
+        if pos.snap != engine._epoch:
+            pos.snap = engine._epoch
+            engine._log.append((_restore_position, pos, pos.size, pos.entry_value, pos.funding_index, pos.carry))
+        engine._dirty.add(pos)
+
+    def _position(self, account, pm: PerpMarket) -> Position:
+        """The account's position on ``pm`` (made when missing), journalled
+        and with its funding settled up to the market's index."""
+        mid = pm.market.id
+        pos = account.positions.get(mid)
+        if pos is None:
+            pos = Position(account, mid, pm.funding_index)
+            account.positions[mid] = pos
+            self.engine._log.append((_unlink_position, pos))
+        self._snap_position(pos)
+        if pos.funding_index != pm.funding_index:
+            self._settle_funding(pos, pm)
+        return pos
+
+    def _settle_funding(self, pos: Position, pm: PerpMarket) -> None:
+        """Pay or receive the funding accrued since the position last settled."""
+        owed = pos.size * (pm.funding_index - pos.funding_index) + pos.carry
+        pos.funding_index = pm.funding_index
+        if not owed:
+            return
+        d = pm.divisor
+        paid = -(-owed // d)  # ceil: rounded against the account, the fraction is carried
+        pos.carry = owed - paid * d
+        if paid:
+            a = pos.account
+            self.engine._snap(a)
+            self._snap_market(pm)
+            a.available[pm.market.quote] -= paid
+            pm.pool += paid
+            self.engine._dirty.add(a)
+
+    # ==== R1: the pre-trade check and holds ===============================
+
+    def hold_for(self, market, side: int, price: int, lots: int, crosses: bool) -> tuple[int, int]:
+        """A perp order holds its worst fee, in the quote asset."""
+        notional = price * lots
+        rate = market.max_fee if crosses else market.maker_fee
+        return market.quote, -(-notional * rate // FEE_SCALE)
+
+    def hold_asset(self, market, side: int) -> int:
+        return market.quote
+
+    def _resting_fee(self, market, o: Order, price: int, lots: int) -> int:
+        return -(-(o.fee_basis + price * lots * market.maker_fee) // FEE_SCALE) - o.fees_paid
+
+    def resting_hold(self, market, o: Order, price: int, lots: int) -> int:
+        """Called by ModifyOrder before it changes anything: the margin check
+        of the modified order, then the fee it must hold from now on."""
+        if lots > o.remaining or price != o.price:
+            self._check_margin(market, o.account, o.side, price, lots, False, replacing=o)
+        return self._resting_fee(market, o, price, lots)
+
+    def trim(self, market, o: Order) -> None:
+        excess = o.reserved - self._resting_fee(market, o, o.price, o.remaining)
+        if excess:
+            self._move_hold(o, market.quote, -excess)
+
+    def release(self, market, o: Order) -> None:
+        if o.reserved:
+            self._move_hold(o, market.quote, -o.reserved)
+
+    def check_order(self, market, account, side: int, price: int, lots: int, tif, reduce_only: bool,
+                    crosses: bool) -> int:
+        """Everything a new perp order must pass besides the part-1 rules;
+        returns its lots (a reduce-only order trimmed to the position)."""
+        pm = self.markets[market.id]
+        if reduce_only:
+            if tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY:
+                raise ExchangeError(Reason.INVALID_ORDER, "reduce-only orders are IOC, FOK or market")
+            pos = account.positions.get(market.id)
+            size = pos.size if pos is not None else 0
+            if not size or (size > 0) == (side == BUY):
+                raise ExchangeError(Reason.REDUCE_ONLY_REJECTED)
+            lots = min(lots, abs(size) // market.lot_size)
+        if not self.oracle.prices[market.base]:
+            raise ExchangeError(Reason.NO_ORACLE_PRICE)
+        self._check_margin(market, account, side, price, lots, reduce_only)
+        return lots
+
+    def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None) -> None:
+        """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
+        (its worst fee paid), with the account's other open perp orders filled
+        in their worse direction, leaves opening-level available margin >= 0.
+        A reduce-only order also passes if it does not lower that margin (an
+        account under water may always shrink its risk)."""
+        engine = self.engine
+        now = engine._now
+        model = self.risk_model()
+        order = (market, side, price, lots)
+        portfolio, prices = self.portfolio_of(account, now, order, replacing)
+        after = self._evaluate(model, portfolio, prices)
+        if after.available_open >= 0:
+            return
+        if reduce_only:
+            portfolio, prices = self.portfolio_of(account, now, None, replacing)
+            if after.available_open >= self._evaluate(model, portfolio, prices).available_open:
+                return
+        raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after.available_open}")
+
+    def check_withdrawal(self, account, asset: int, amount: int, now: int) -> None:
+        """A withdrawal from an account with perp positions must leave
+        opening-level available margin >= 0 (open perp orders assumed filled)."""
+        portfolio, prices = self.portfolio_of(account, now, None, None)
+        key = self.engine._asset_ids[asset]
+        if key not in prices:
+            return  # an asset without a price already counts as worth nothing
+        portfolio.balances[key] = portfolio.balances.get(key, 0) - amount
+        margin = self._evaluate(self.risk_model(), portfolio, prices)
+        if margin.available_open < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {margin.available_open}")
+
+    @staticmethod
+    def _evaluate(model, portfolio, prices):
+        try:
+            return model.evaluate(portfolio, prices)
+        except KeyError as missing:  # a held asset without an oracle price
+            raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
+
+    def risk_model(self) -> RiskModel:
+        if self.model is None:
+            self.model = RiskModel.from_config(self.engine.config)
+        return self.model
+
+    def portfolio_of(self, account, now: int, order=None, replacing=None,
+                     assume_orders: bool = True) -> tuple[Portfolio, dict]:
+        """(risk.Portfolio, prices by asset id) of ``account``.
+
+        Spot balances count free + held; each perp position at its mark with
+        its pending funding; lending terms from exchange/lending.py when it
+        is there. With ``order = (market, side, price, lots)`` (and for the
+        margin check generally) the what-if of the pre-trade check: the order
+        filled in full at its price paying its worst fee, and every other
+        open perp order of the account (``replacing`` excluded) filled at its
+        price in the direction, per market, that leaves the larger position;
+        their realized PnL and fees land in the quote balance."""
+        engine = self.engine
+        ids = engine._asset_ids
+        oracle = self.oracle.prices
+        balances = {}
+        available, reserved = account.available, account.reserved
+        for i in range(engine._n_assets):
+            amount = available[i] + reserved[i]
+            if amount:
+                balances[ids[i]] = amount
+        positions = {}
+        for mid in sorted(account.positions):
+            pos = account.positions[mid]
+            if pos.size or pos.carry:
+                positions[mid] = (pos.size, pos.entry_value, self.pending_funding(pos))
+        if order is not None or (assume_orders and account.open_orders):
+            self._what_if(account, positions, balances, order, replacing)
+        perps = []
+        for mid in sorted(positions):
+            size, entry, owed = positions[mid]
+            if not size and not owed:
+                continue
+            m = engine._markets[mid]
+            mark = self.mark_price(m)
+            if mark is None:  # no oracle price (yet): value it at its entry price
+                mark = entry * 10**self.decimals[m.base] // size if size else 0
+            perps.append((ids[m.base], size, entry, mark, owed))
+        lent = borrowed = ()
+        lending = getattr(engine, "lending", None)
+        if lending is not None:
+            lent, borrowed = lending.portfolio_terms(account, now)
+            lent = [(ids[i], *rest) for i, *rest in lent]
+            borrowed = [(ids[i], *rest) for i, *rest in borrowed]
+        prices = {ids[i]: oracle[i] for i in range(engine._n_assets) if oracle[i]}
+        model = self.risk_model()
+        prices[model.quote] = 10**self.decimals[engine._asset_index[model.quote]]
+        for key in [k for k, v in balances.items() if k not in prices and v > 0]:
+            del balances[key]  # no price: counted as worth nothing (against the account)
+        return Portfolio(balances, perps, lent, borrowed), prices
+
+    def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> None:
+        engine = self.engine
+        by_market: dict = {}  # perp market id -> ([buy orders], [sell orders])
+        for oid in sorted(account.open_orders):
+            o = account.open_orders[oid]
+            if o is replacing or o.market not in self.markets:
+                continue
+            by_market.setdefault(o.market, ([], []))[o.side].append((o.price, o.remaining, o.reserved))
+        if order is not None:
+            m, side, price, lots = order
+            by_market.setdefault(m.id, ([], []))
+        for mid in sorted(by_market):
+            m = engine._markets[mid]
+            lot = m.lot_size
+            start = positions.get(mid, (0, 0, 0))
+            worst = None
+            for direction in (BUY, 1):
+                size, entry, owed = start
+                cash = 0
+                fills = [(direction, *f) for f in by_market[mid][direction]]
+                if order is not None and order[0] is m:
+                    # the new order first, then the resting ones of this direction
+                    fee = -(-order[2] * order[3] * m.max_fee // FEE_SCALE)
+                    fills.insert(0, (order[1], order[2], order[3], fee))
+                for fill_side, price, lots, fee in fills:
+                    quantity = lots * lot if fill_side == BUY else -lots * lot
+                    size, entry, realized = trade(size, entry, quantity, price * lots, price, lot)
+                    cash += realized - fee
+                if worst is None or abs(size) > abs(worst[0]):
+                    worst = (size, entry, owed, cash)
+            size, entry, owed, cash = worst
+            positions[mid] = (size, entry, owed)
+            if cash:
+                quote = engine._asset_ids[m.quote]
+                balances[quote] = balances.get(quote, 0) + cash
+
+    # ==== R2: settlement ==================================================
+
+    def settle(self, market, taker: Order, outcomes: list, events: list, now: int) -> int:
+        """Apply match outcomes: fees as spot, positions, realized PnL."""
+        engine = self.engine
+        log_append = engine._log.append
+        epoch = engine._epoch
+        dirty_add = engine._dirty.add
+        fee_account = engine._fee_account
+        lot = market.lot_size
+        quote = market.quote
+        maker_rate = market.maker_fee
+        taker_rate = market.taker_fee
+        market_id = market.id
+        pm = self.markets[market_id]
+        taker_account = taker.account
+        taker_side = taker.side
+        sign = 1 if taker_side == BUY else -1
+        keep_fills = engine._fills_kept
+        push = events.append
+        if taker.snap != epoch:
+            taker.snap = epoch
+            log_append((_restore_order_money, taker, taker.reserved, taker.fee_basis, taker.fees_paid))
+        engine._snap(taker_account)
+        engine._snap(fee_account)
+        self._snap_market(pm)
+        dirty_add(taker_account)
+        dirty_add(fee_account)
+        taker_position = self._position(taker_account, pm)
+        filled = 0
+        taker_left = taker.quantity
+        for maker, lots in outcomes:
+            if lots <= 0:
+                reason = CancelReason.EXPIRED if lots == EXPIRED else CancelReason.SELF_TRADE
+                engine._detach(maker)
+                self.release(market, maker)
+                push(OrderCancelled(maker.id, maker.account.address, market_id, maker.side,
+                                    maker.price, maker.remaining * lot, reason))
+                continue
+            filled += lots
+            taker_left -= lots
+            price = maker.price
+            notional = price * lots
+            maker_account = maker.account
+            if maker.snap != epoch:
+                maker.snap = epoch
+                log_append((_restore_order_money, maker, maker.reserved, maker.fee_basis, maker.fees_paid))
+            engine._snap(maker_account)
+            basis = taker.fee_basis
+            taker.fee_basis = after = basis + notional * taker_rate
+            taker_fee = (basis // -FEE_SCALE) - (after // -FEE_SCALE)
+            taker.fees_paid += taker_fee
+            basis = maker.fee_basis
+            maker.fee_basis = after = basis + notional * maker_rate
+            maker_fee = (basis // -FEE_SCALE) - (after // -FEE_SCALE)
+            maker.fees_paid += maker_fee
+            taker.reserved -= taker_fee
+            taker_account.reserved[quote] -= taker_fee
+            maker.reserved -= maker_fee
+            maker_account.reserved[quote] -= maker_fee
+            fee_account.available[quote] += taker_fee + maker_fee
+            base_amount = lots * lot
+            dirty_add(maker_account)
+            dirty_add(maker)
+            trade_id = engine._next_trade_id
+            engine._next_trade_id = trade_id + 1
+            fill = Fill(trade_id, market_id, price, base_amount, taker_side,
+                        maker.id, maker_account.address, maker.remaining * lot, maker_fee,
+                        taker.id, taker_account.address, taker_left * lot, taker_fee)
+            push(fill)
+            maker_position = self._position(maker_account, pm)
+            self._trade(taker_position, pm, sign * base_amount, notional, price, events)
+            self._trade(maker_position, pm, -sign * base_amount, notional, price, events)
+            pm.last_trade = price
+            if keep_fills:
+                for a in (maker_account, taker_account):
+                    fills = a.fills
+                    log_append((_forget_fill, a, fills[0] if len(fills) == keep_fills else None))
+                    fills.append(fill)
+            if not maker.remaining:
+                engine._detach(maker)
+                self.release(market, maker)
+        return filled
+
+    def _trade(self, pos: Position, pm: PerpMarket, quantity: int, notional: int, price: int,
+               events: list) -> None:
+        """Apply one fill of ``quantity`` signed base units (+ bought) at
+        ``notional`` quote units to a (settled, journalled) position."""
+        size, entry, realized = trade(pos.size, pos.entry_value, quantity, notional, price, pm.market.lot_size)
+        pos.size = size
+        pos.entry_value = entry
+        if realized:
+            a = pos.account
+            a.available[pm.market.quote] += realized
+            pm.pool -= realized
+        events.append(PositionChanged(pos.account.address, pm.market.id, size, entry, realized))
+
+    # ==== commands ========================================================
+
+    def set_oracle_price(self, c: SetOraclePrice, ctx):
+        engine = self.engine
+        if c.account != engine.config.oracle:
+            raise ExchangeError(Reason.NOT_AUTHORIZED)
+        asset = engine._asset_index.get(c.asset)
+        if asset is None:
+            raise ExchangeError(Reason.UNKNOWN_ASSET)
+        price = c.price
+        if price.__class__ is not int or price <= 0:
+            raise ExchangeError(Reason.INVALID_PRICE)
+        oracle = self.oracle
+        engine._log.append((_restore_oracle, oracle, asset, oracle.prices[asset]))
+        oracle.prices[asset] = price
+        engine._dirty.add(oracle)
+        return OracleResult(c.asset, price), [OracleUpdated(c.asset, price)]
+
+    def on_block(self, ctx, events: list) -> None:
+        """The Tick hook: a premium sample per perp market, and the funding
+        payment of every market whose interval ended (by market id)."""
+        now = ctx.timestamp
+        interval = self.engine.config.funding_interval
+        prices = self.oracle.prices
+        for mid in sorted(self.markets):
+            pm = self.markets[mid]
+            m = pm.market
+            oracle = prices[m.base]
+            self._snap_market(pm)
+            if not pm.next_funding:
+                pm.next_funding = (now // interval + 1) * interval
+            if oracle:
+                pm.premium_sum += self.premium(m, oracle)
+                pm.samples += 1
+            if now >= pm.next_funding:
+                if oracle and pm.samples:
+                    cfg = m.config
+                    rate = funding_rate(pm.premium_sum, pm.samples, cfg.funding_interest, cfg.premium_clamp,
+                                        cfg.funding_cap)
+                    pm.funding_index += rate * oracle
+                    pm.last_rate = rate
+                    events.append(FundingPaid(mid, rate, oracle, pm.funding_index, now))
+                pm.premium_sum = 0
+                pm.samples = 0
+                pm.next_funding = (now // interval + 1) * interval
+
+    # ==== prices ==========================================================
+
+    def per_token(self, market, price_per_lot: int) -> int:
+        return price_per_lot * 10**self.decimals[market.base] // market.lot_size
+
+    def premium(self, market, oracle: int) -> int:
+        """One premium sample, RATE_SCALE parts; 0 if a side is too thin."""
+        notional = market.config.impact_notional
+        bid = self.impact_price(market, market.book.bids, notional)
+        ask = self.impact_price(market, market.book.asks, notional)
+        if bid is None or ask is None:
+            return 0
+        return max(0, bid - oracle) * RATE_SCALE // oracle - max(0, oracle - ask) * RATE_SCALE // oracle
+
+    def impact_price(self, market, side, notional: int) -> int | None:
+        """Average price per whole token of trading ``notional`` quote units
+        against ``side`` (best first); None if the side is not that deep."""
+        lots = 0  # whole lots taken so far
+        left = notional
+        for level in side.iter_levels():
+            level_notional = level.price * level.total
+            if level_notional >= left:
+                # notional / (lots + left / price) lots, per whole token
+                p = level.price
+                return (notional * p * 10**self.decimals[market.base]
+                        // ((lots * p + left) * market.lot_size))
+            lots += level.total
+            left -= level_notional
+        return None
+
+    def mark_price(self, market) -> int | None:
+        """Mark price per whole token; None while the market has no oracle price."""
+        oracle = self.oracle.prices[market.base]
+        if not oracle:
+            return None
+        if market.config.mark is MarkMethod.ORACLE:
+            return oracle
+        book = market.book
+        bid, ask = book.bids.best, book.asks.best
+        mid = self.per_token(market, (bid + ask) // 2) if bid is not None and ask is not None else oracle
+        last = self.per_token(market, self.markets[market.id].last_trade) if self.markets[market.id].last_trade else oracle
+        return sorted((oracle, mid, last))[1]
+
+    def pending_funding(self, pos: Position) -> int:
+        """What the position would pay (+) or receive (-) if settled now."""
+        pm = self.markets[pos.market]
+        owed = pos.size * (pm.funding_index - pos.funding_index) + pos.carry
+        return -(-owed // pm.divisor)
+
+    # ==== views ===========================================================
+
+    def position_view(self, address: bytes, market) -> PositionView:
+        if market.kind is not MarketKind.PERP:
+            raise ExchangeError(Reason.MARKET_KIND_UNSUPPORTED)
+        a = self.engine._accounts.get(address)
+        pos = a.positions.get(market.id) if a is not None else None
+        mark = self.mark_price(market)
+        if pos is None:
+            return PositionView(address, market.id, 0, 0, None, mark, 0 if mark is not None else None, 0)
+        size, entry = pos.size, pos.entry_value
+        one = 10**self.decimals[market.base]
+        entry_price = entry * one // size if size else None
+        unrealized = size * mark // one - entry if mark is not None else None
+        return PositionView(address, market.id, size, entry, entry_price, mark, unrealized,
+                            self.pending_funding(pos))
+
+    def funding_view(self, market) -> FundingView:
+        pm = self.markets.get(market.id)
+        if pm is None:
+            raise ExchangeError(Reason.MARKET_KIND_UNSUPPORTED)
+        average = (abs(pm.premium_sum) // pm.samples * (1 if pm.premium_sum >= 0 else -1)) if pm.samples else 0
+        return FundingView(market.id, pm.funding_index, pm.samples, average, pm.next_funding, pm.last_rate,
+                           pm.last_trade, pm.pool)
+
+    # ==== persistence and audit ===========================================
+
+    def state(self):
+        positions = []
+        engine = self.engine
+        for address in sorted(engine._accounts):
+            a = engine._accounts[address]
+            for mid in sorted(a.positions):
+                p = a.positions[mid]
+                if p.digest_encoding() is not None:
+                    positions.append((address, mid, p.size, p.entry_value, p.funding_index, p.carry))
+        markets = [(mid, self.markets[mid].fields()) for mid in sorted(self.markets)]
+        return (tuple(self.oracle.prices), markets, positions)
+
+    def load_state(self, state) -> None:
+        prices, markets, positions = state
+        self.oracle.prices[:] = prices
+        for mid, fields in markets:
+            _restore_perp_market(self.markets[mid], fields)
+        engine = self.engine
+        for address, mid, size, entry, index, carry in positions:
+            a = engine._accounts[address]
+            pos = Position(a, mid, index)
+            pos.size, pos.entry_value, pos.carry = size, entry, carry
+            a.positions[mid] = pos
+            engine._dirty.add(pos)
+        for pm in self.markets.values():
+            engine._dirty.add(pm)
+        engine._dirty.add(self.oracle)
+
+    def pool_balances(self):
+        """(asset index, quote units) held by each market's settlement pool."""
+        return [(pm.market.quote, pm.pool) for _, pm in sorted(self.markets.items())]
+
+
+# ==== pure arithmetic (also used by the margin check's what-if) ===========
+
+
+def trade(size: int, entry: int, quantity: int, notional: int, price: int, lot: int) -> tuple[int, int, int]:
+    """(new size, new entry value, realized PnL) after a fill of ``quantity``
+    signed base units (+ bought) costing ``notional`` at ``price`` per lot."""
+    if not size or (size > 0) == (quantity > 0):
+        return size + quantity, entry + (notional if quantity > 0 else -notional), 0
+    sign = 1 if quantity > 0 else -1
+    held = abs(size)
+    closing = abs(quantity)
+    if closing < held:
+        portion = -(-entry * closing // held)  # ceil: against the account now
+        return size + quantity, entry - portion, -sign * notional - portion
+    closed_notional = price * (held // lot)  # exact: sizes are whole lots
+    realized = -sign * closed_notional - entry
+    return sign * (closing - held), sign * (notional - closed_notional), realized
+
+
+def funding_rate(premium_sum: int, samples: int, interest_ppm: int, clamp_ppm: int, cap_ppm: int) -> int:
+    """The funding rate of one interval, RATE_SCALE parts (+: longs pay)."""
+    premium = abs(premium_sum) // samples * (1 if premium_sum >= 0 else -1)  # toward zero
+    interest = interest_ppm * PPM_TO_RATE
+    clamp = clamp_ppm * PPM_TO_RATE
+    cap = cap_ppm * PPM_TO_RATE
+    rate = premium + min(clamp, max(-clamp, interest - premium))
+    return min(cap, max(-cap, rate))
+
+
+def _restore_perp_market(pm: PerpMarket, fields: tuple) -> None:
+    (pm.funding_index, pm.premium_sum, pm.samples, pm.next_funding, pm.last_trade, pm.last_rate,
+     pm.pool) = fields
+
+
+def _restore_position(pos: Position, size: int, entry: int, index: int, carry: int) -> None:
+    pos.size, pos.entry_value, pos.funding_index, pos.carry = size, entry, index, carry
+
+
+def _unlink_position(pos: Position) -> None:
+    del pos.account.positions[pos.market]
+
+
+def _restore_oracle(oracle: OraclePrices, asset: int, price: int) -> None:
+    oracle.prices[asset] = price
+
+
+@dataclass(slots=True, frozen=True)
+class PositionView:
+    account: bytes
+    market: int
+    size: int  # base units, + long / - short
+    entry_value: int  # quote units
+    entry_price: int | None  # quote units per whole token (entry value / size), floor; None if flat
+    mark_price: int | None  # per whole token
+    unrealized_pnl: int | None  # size x mark - entry value, floor; None without a mark
+    pending_funding: int  # quote units the position pays (+) / receives (-) at its next settlement
+
+
+@dataclass(slots=True, frozen=True)
+class FundingView:
+    market: int
+    funding_index: int  # cumulative sum of rate x oracle price
+    samples: int  # premium samples taken in the current interval
+    average_premium: int  # RATE_SCALE parts, toward zero; 0 without samples
+    next_funding: int  # block time of the next payment (0: before the first Tick)
+    last_rate: int  # RATE_SCALE parts per interval
+    last_trade: int  # price per lot of the last fill (0: none)
+    pool: int  # quote units in the settlement pool

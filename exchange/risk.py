@@ -1,0 +1,578 @@
+"""The portfolio risk model: one account's equity and available margin, computed
+on the whole portfolio (spot, perps, loans), and the threshold index that lets an
+oracle update visit only the accounts it matters to.
+
+Pure arithmetic on ints: no engine state, no floats, no clock. The engine (perps /
+lending adapters) builds a ``Portfolio`` from an account and calls
+``RiskModel.evaluate``; a check costs O(holdings + exposed underlyings^2), never a
+pass over other accounts.
+
+Units (part2-shared.md): amounts in smallest units; a price is quote smallest
+units per ONE WHOLE token, ``value(amount) = amount * price // 10**decimals``;
+shocks, credit factors and correlations are ppm (``PPM`` = 1,000,000). Every
+rounding goes against the account: what it owns is floored, what it owes, its
+deductions and its scenario losses are ceiled (``x // s`` floors toward -inf,
+so ``(-owed * p) // s`` is minus the ceiling of what is owed).
+
+The model, per level (``open`` for new risk, the smaller ``liq`` shock for
+liquidation)::
+
+    equity    = sum value(balances)                           (signed)
+              + sum perp (size * mark // 10**d - entry_value - funding owed)
+              + sum value(lent) - sum value(borrowed owed now)
+    deductions= sum (value(lent) - value(lent) * credit_factor)   (haircut)
+              + sum value(interest still to accrue to each borrowing's term)
+    available = equity - deductions - loss(level)
+
+    delta_u   = balance_u + sum perp sizes_u + lent_u - borrowed_u   (base units)
+    e_u       = delta_u * price_u * shock_u / (PPM * 10**d_u)        (exact rational)
+    loss      = ceil( sqrt( max(0, sum_ij rho_ij e_i e_j) ) ),  rho_uu = 1
+
+``e_u`` is the worst loss of underlying ``u`` alone over its scenario grid
+(``scenarios`` evenly spaced moves from -shock to +shock), signed by its
+direction: the value of a delta-linear position is linear in the price, so its
+worst grid point is always an endpoint, -shock for a net long and +shock for a
+net short (``scenario_grid`` and the reference test evaluate the grid point by
+point and agree). A spot long and a perp short of the same size give
+``delta_u = 0``: they offset exactly. Underlyings combine through the
+configured correlation matrix (PSD is checked at construction), the SPAN /
+portfolio-margin way; the quadratic form is evaluated exactly on integers
+scaled to the largest ``decimals``, then ``ceil(sqrt)`` exactly
+(``ceil(sqrt(x)) = ceil(sqrt(ceil(x)))`` for real x >= 0).
+
+The loss grows when all shocks grow in proportion (it is homogeneous in
+them); one asset's shock alone can lower it when that asset hedges another
+through a correlation (|x - y| with rho = 1), which is the point of netting.
+
+``binding`` is (asset, move ppm) of the largest single-underlying opening-level
+loss (ties: lowest asset), None if there is no loss. ``naive_open`` /
+``naive_liq`` are what per-position margin without netting would require:
+``sum |amount| * price * shock`` over every position (a side-by-side figure: the
+naive available margin is ``equity - deductions - naive_open``).
+
+The quote asset's value is its amount (its price is 10**quote_decimals), so it
+never needs a price and carries no scenario loss.
+
+``safe_band`` and ``ThresholdIndex`` are documented where they are defined.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from math import isqrt
+from typing import NamedTuple
+
+from sortedcontainers import SortedList
+
+PPM = 1_000_000
+OPEN = "open"
+LIQ = "liq"
+UNBOUNDED = 1 << 256  # a band's ``hi`` when no rise can ever breach the floor
+
+
+class UnderlyingRisk(NamedTuple):
+    """One asset's risk parameters (config ``[[exchange.assets]]``)."""
+
+    decimals: int
+    shock_open: int = 150_000  # ppm price move assumed against the net exposure for new risk
+    shock_liq: int = 100_000  # ppm, the smaller move that decides liquidation
+    credit_factor: int = 980_000  # ppm of a lender-side loan counted as collateral
+    scenarios: int = 7  # points of the grid from -shock to +shock
+
+
+class Portfolio:
+    """What one account holds, in the model's terms (all signed ints):
+
+    balances  {asset: amount}            spot balances (free + held), signed
+    perps     [(asset, size, entry_value, mark, funding_owed)]
+              size in base units (+ long), entry value in quote units (+ paid),
+              mark per whole token, funding owed in quote units (+ the account pays)
+    lent      [(asset, amount now)]      principal + interest earned so far
+    borrowed  [(asset, owed now, interest to term)]
+    """
+
+    __slots__ = ("balances", "perps", "lent", "borrowed")
+
+    def __init__(self, balances=None, perps=(), lent=(), borrowed=()) -> None:
+        self.balances = balances if balances is not None else {}
+        self.perps = perps
+        self.lent = lent
+        self.borrowed = borrowed
+
+    def __repr__(self) -> str:
+        return (f"Portfolio(balances={self.balances!r}, perps={self.perps!r}, "
+                f"lent={self.lent!r}, borrowed={self.borrowed!r})")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Portfolio) and (
+            (self.balances, list(self.perps), list(self.lent), list(self.borrowed))
+            == (other.balances, list(other.perps), list(other.lent), list(other.borrowed)))
+
+
+class Margin(NamedTuple):
+    """The result of ``RiskModel.evaluate`` (quote units).
+
+    ``available_x = equity - deductions - loss_x``; ``naive_x`` is the
+    per-position requirement without netting, to compare with ``loss_x``."""
+
+    equity: int
+    available_open: int
+    available_liq: int
+    binding: tuple | None  # (asset, move ppm) of the largest single-underlying loss
+    naive_open: int
+    naive_liq: int
+    loss_open: int = 0  # the portfolio's scenario loss at the opening level
+    loss_liq: int = 0
+    deductions: int = 0  # lent haircut + interest to term of borrowings
+
+
+def scenario_grid(shock: int, scenarios: int) -> list[int]:
+    """The grid's price moves in ppm: ``scenarios`` points evenly spaced from
+    -shock to +shock (rounded toward -inf between the endpoints, which are
+    exact). Fewer than 2 points still means both endpoints: a one-point grid
+    would leave one direction without margin."""
+    n = max(2, scenarios)
+    return [-shock + (2 * shock * k) // (n - 1) for k in range(n)]
+
+
+def is_psd(matrix: list[list[int]]) -> bool:
+    """Exact positive-semidefiniteness test of a symmetric integer matrix
+    (symmetric Gaussian elimination on Fractions; a zero pivot requires its
+    whole remaining row to be zero)."""
+    a = [[Fraction(x) for x in row] for row in matrix]
+    n = len(a)
+    for k in range(n):
+        pivot = a[k][k]
+        if pivot < 0:
+            return False
+        if pivot == 0:
+            if any(a[k][j] != 0 for j in range(k + 1, n)):
+                return False
+            continue
+        for i in range(k + 1, n):
+            f = a[i][k] / pivot
+            if f:
+                for j in range(k + 1, n):
+                    a[i][j] -= f * a[k][j]
+    return True
+
+
+class RiskModel:
+    """``RiskModel(quote, underlyings, correlations)``: ``underlyings`` maps every
+    asset index (the quote asset may be included: its decimals are unused, its
+    credit factor applies to quote lent) to ``UnderlyingRisk``;
+    ``correlations`` maps an asset pair ``(i, j)`` (either order) to rho in ppm.
+    Raises ValueError on an out-of-range rho or a correlation matrix that is
+    not positive semidefinite (the loss would not be a seminorm, and
+    ``safe_band``'s proof needs one)."""
+
+    __slots__ = ("quote", "underlyings", "correlations", "_p", "_rho", "_quote_cf", "_den2")
+
+    def __init__(self, quote: int, underlyings: dict, correlations: dict | None = None) -> None:
+        self.quote = quote
+        self.underlyings = dict(underlyings)
+        rho: dict = {}
+        for (i, j), r in sorted((correlations or {}).items()):
+            if i == j or i == quote or j == quote:
+                raise ValueError(f"correlation ({i}, {j}): needs two distinct non-quote assets")
+            if i not in self.underlyings or j not in self.underlyings:
+                raise ValueError(f"correlation ({i}, {j}): unknown asset")
+            if not -PPM <= r <= PPM:
+                raise ValueError(f"correlation ({i}, {j}): rho {r} outside -{PPM}..{PPM}")
+            if rho.get((i, j), r) != r:
+                raise ValueError(f"correlation ({i}, {j}) given twice with different values")
+            rho[(i, j)] = rho[(j, i)] = r
+        self.correlations = {k: v for k, v in rho.items() if k[0] < k[1]}
+        assets = sorted(a for a in self.underlyings if a != quote)
+        if not is_psd([[PPM if i == j else rho.get((i, j), 0) for j in assets] for i in assets]):
+            raise ValueError("correlation matrix is not positive semidefinite")
+        top = max((self.underlyings[a].decimals for a in assets), default=0)
+        # per asset: (10**d, shock_open, shock_liq, credit factor, PPM * 10**d,
+        # shock_open and shock_liq times the factor that brings 10**d to
+        # 10**top, for the correlated form)
+        self._p = {}
+        for a in assets:
+            u = self.underlyings[a]
+            if not (0 <= u.shock_liq <= u.shock_open < PPM and 0 <= u.credit_factor <= PPM):
+                raise ValueError(f"asset {a}: shocks / credit factor out of range")
+            scale = 10 ** u.decimals
+            widen = 10 ** (top - u.decimals)
+            self._p[a] = (scale, u.shock_open, u.shock_liq, u.credit_factor, PPM * scale,
+                          u.shock_open * widen, u.shock_liq * widen)
+        self._rho = {k: 2 * v for k, v in rho.items()}  # both orders, doubled for i<j sums
+        q = self.underlyings.get(quote)
+        self._quote_cf = q.credit_factor if q is not None else PPM
+        # loss^2 = sum rho_ij m_i m_j / (PPM * (PPM * 10**top)**2), m = delta * p * shock * factor
+        self._den2 = PPM * (PPM * 10 ** top) ** 2
+
+    @classmethod
+    def from_config(cls, config) -> "RiskModel":
+        """From an ``ExchangeConfig``: the quote is the quote asset of its spot
+        and perp markets (part 2 margins everything in that one asset; the
+        lowest asset id if several), every asset's risk parameters, the
+        configured correlations."""
+        quotes = sorted({m.quote for m in config.markets if m.base != m.quote})
+        quote = quotes[0] if quotes else config.assets[0].id
+        underlyings = {a.id: UnderlyingRisk(a.decimals, a.shock_open, a.shock_liq, a.credit_factor,
+                                            a.scenarios) for a in config.assets}
+        correlations = {(c.a, c.b): c.rho for c in config.correlations}
+        return cls(quote, underlyings, correlations)
+
+    # ==== evaluate ============================================================
+
+    def evaluate(self, portfolio: Portfolio, prices) -> Margin:
+        """Equity and available margin at both levels (see the module map).
+        ``prices[a]`` is needed for every non-quote asset the portfolio holds
+        (KeyError otherwise); perps are valued at their own mark.
+
+        The hot path of every pre-trade check: one pass over the holdings,
+        then one over the underlyings; the correlated form only when two or
+        more underlyings are exposed."""
+        quote = self.quote
+        params = self._p
+        equity = 0
+        deductions = 0
+        acc: dict = {}  # per underlying [net exposure, sum of |position|], base units
+        for a, amount in portfolio.balances.items():
+            if a == quote:
+                equity += amount
+            elif amount:
+                equity += amount * prices[a] // params[a][0]  # floor: against the account either sign
+                e = acc.get(a)
+                if e is None:
+                    acc[a] = [amount, abs(amount)]
+                else:
+                    e[0] += amount
+                    e[1] += abs(amount)
+        for a, size, entry, mark, owed in portfolio.perps:
+            equity += size * mark // params[a][0] - entry - owed
+            e = acc.get(a)
+            if e is None:
+                acc[a] = [size, abs(size)]
+            else:
+                e[0] += size
+                e[1] += abs(size)
+        for a, amount in portfolio.lent:
+            if a == quote:
+                equity += amount
+                deductions += amount - amount * self._quote_cf // PPM  # credited part floored
+            else:
+                pa = params[a]
+                v = amount * prices[a]
+                value = v // pa[0]
+                equity += value
+                deductions += value - v * pa[3] // pa[4]  # credited part floored
+                e = acc.get(a)
+                if e is None:
+                    acc[a] = [amount, amount]
+                else:
+                    e[0] += amount
+                    e[1] += amount
+        for a, owed, interest in portfolio.borrowed:
+            if a == quote:
+                equity -= owed
+                deductions += interest
+            else:
+                p = prices[a]
+                scale = params[a][0]
+                equity += (-owed * p) // scale  # minus the ceiling of what is owed
+                deductions -= (-interest * p) // scale  # ceiling
+                e = acc.get(a)
+                if e is None:
+                    acc[a] = [-owed, owed]
+                else:
+                    e[0] -= owed
+                    e[1] += owed
+        naive_open = naive_liq = 0
+        exposed = []
+        for a, (d, g) in acc.items():
+            pa = params[a]
+            p = prices[a]
+            gp = g * p
+            naive_open -= (-gp * pa[1]) // pa[4]  # ceiling
+            naive_liq -= (-gp * pa[2]) // pa[4]
+            if d:
+                exposed.append((a, d * p, pa))
+        base = equity - deductions
+        if not exposed:
+            return Margin(equity, base, base, None, naive_open, naive_liq, 0, 0, deductions)
+        if len(exposed) == 1:
+            a, n, pa = exposed[0]
+            so = pa[1]
+            if n > 0:
+                loss_open = -(-n * so // pa[4])
+                loss_liq = -(-n * pa[2] // pa[4])
+                binding = (a, -so) if loss_open else None
+            else:
+                loss_open = -(n * so // pa[4])
+                loss_liq = -(n * pa[2] // pa[4])
+                binding = (a, so) if loss_open else None
+        elif len(exposed) == 2:
+            # the common two-underlying case (ETH and BTC), inlined
+            (a1, n1, p1), (a2, n2, p2) = exposed
+            if a2 < a1:
+                a1, n1, p1, a2, n2, p2 = a2, n2, p2, a1, n1, p1
+            s1 = -(-abs(n1) * p1[1] // p1[4])
+            s2 = -(-abs(n2) * p2[1] // p2[4])
+            if s2 > s1:  # ties keep the lower asset
+                binding = (a2, -p2[1] if n2 > 0 else p2[1])
+            else:
+                binding = (a1, -p1[1] if n1 > 0 else p1[1]) if s1 else None
+            r = self._rho.get((a1, a2), 0)
+            den2 = self._den2
+            o1 = n1 * p1[5]
+            o2 = n2 * p2[5]
+            q = (o1 * o1 + o2 * o2) * PPM + r * o1 * o2
+            loss_open = 0
+            if q > 0:  # ceil(sqrt(q / den2)) = ceil(sqrt(ceil(q / den2))), exactly
+                t = -(-q // den2)
+                loss_open = isqrt(t)
+                if loss_open * loss_open < t:
+                    loss_open += 1
+            o1 = n1 * p1[6]
+            o2 = n2 * p2[6]
+            q = (o1 * o1 + o2 * o2) * PPM + r * o1 * o2
+            loss_liq = 0
+            if q > 0:
+                t = -(-q // den2)
+                loss_liq = isqrt(t)
+                if loss_liq * loss_liq < t:
+                    loss_liq += 1
+        else:
+            loss_open, loss_liq, binding = self._correlated(exposed)
+        return Margin(equity, base - loss_open, base - loss_liq, binding,
+                      naive_open, naive_liq, loss_open, loss_liq, deductions)
+
+    def _correlated(self, exposed) -> tuple:
+        """Losses at both levels and the binding scenario of two or more
+        exposed underlyings ``[(asset, delta * price, params)]``: the exact
+        quadratic form on integers scaled to the largest decimals."""
+        exposed.sort()
+        best = 0
+        binding = None
+        m_open = []
+        m_liq = []
+        for a, n, pa in exposed:
+            so = pa[1]
+            single = -(-abs(n) * so // pa[4])
+            if single > best:  # strict: ties keep the lowest asset
+                best = single
+                binding = (a, -so if n > 0 else so)
+            m_open.append(n * pa[5])
+            m_liq.append(n * pa[6])
+        rho = self._rho
+        if len(exposed) == 2:
+            o1, o2 = m_open
+            l1, l2 = m_liq
+            r = rho.get((exposed[0][0], exposed[1][0]), 0)
+            q_open = (o1 * o1 + o2 * o2) * PPM + r * o1 * o2
+            q_liq = (l1 * l1 + l2 * l2) * PPM + r * l1 * l2
+        else:
+            q_open = sum(m * m for m in m_open) * PPM
+            q_liq = sum(m * m for m in m_liq) * PPM
+            k = len(exposed)
+            for i in range(k):
+                ai = exposed[i][0]
+                for j in range(i + 1, k):
+                    r = rho.get((ai, exposed[j][0]))
+                    if r:
+                        q_open += r * m_open[i] * m_open[j]
+                        q_liq += r * m_liq[i] * m_liq[j]
+        den2 = self._den2
+        # ceil(sqrt(q / den2)) = ceil(sqrt(ceil(q / den2))), exactly
+        loss_open = loss_liq = 0
+        if q_open > 0:
+            t = -(-q_open // den2)
+            loss_open = isqrt(t)
+            if loss_open * loss_open < t:
+                loss_open += 1
+        if q_liq > 0:
+            t = -(-q_liq // den2)
+            loss_liq = isqrt(t)
+            if loss_liq * loss_liq < t:
+                loss_liq += 1
+        return loss_open, loss_liq, binding
+
+    # ==== safe band ===========================================================
+
+    def safe_band(self, portfolio: Portfolio, prices, level: str = OPEN, floor: int = 0,
+                  margin: Margin | None = None) -> dict:
+        """Per exposed underlying ``u`` a price range ``(lo, hi)`` (inclusive)
+        such that, for EVERY price vector with each ``p_u`` in its own range,
+        available margin at ``level`` stays ``> floor``. Each perp's mark is
+        assumed to move with its underlying's price one for one (exact for
+        ``mark = "oracle"``); ``hi == UNBOUNDED`` / ``lo == 0`` mean no move
+        that way can breach. If the margin is not above the floor even now
+        (or the slack is used up by rounding), every band is ``(p, p)``:
+        any move re-visits the account. ``margin``: this portfolio's
+        ``evaluate(portfolio, prices)`` if the caller has it already.
+
+        Proof (P0 = ``prices``, P any vector in the bands, A = available):
+
+        1. Per underlying, the computed terms are ``f_u(p) = F_u(p) - eps_u(p)``
+           where ``F_u`` is the exact (unrounded) value, linear in ``p`` with
+           slope ``(delta_u*PPM - lent_u*(PPM - cf_u) - interest_u*PPM) /
+           (PPM*10**d_u)`` (balance, perp sizes, lent and owed move with p;
+           the credited part of lent at cf; interest to term is subtracted),
+           and each of the ``R_u`` rounding sites (one per balance and perp,
+           two per lent and per borrowing - one too many for lent, which only
+           rounds its credited part) rounds against the account by less than 1,
+           so ``0 <= eps_u < R_u``. Hence
+           ``f_u(p0) - f_u(p) < |slope_u| * |p - p0| + R_u``.
+           Quote-only terms do not depend on prices.
+        2. The exact loss ``Lx(e) = sqrt(e^T R e)`` with R PSD and unit
+           diagonal is a seminorm, so ``|Lx(e) - Lx(e')| <= Lx(e - e') <=
+           sum_u |e_u - e'_u| * Lx(unit_u) = sum_u |e_u - e'_u|``; ``e_u`` is
+           linear in ``p_u``: ``|de_u| = |delta_u| * shock_u * |dp_u| /
+           (PPM*10**d_u)``. The computed loss is ``ceil(Lx)``, so
+           ``loss(P) - loss(P0) < sum_u |de_u| + 1``.
+        3. With ``K_u = Knum_u / (PPM*10**d_u)``, ``Knum_u = |delta_u*PPM -
+           lent_u*(PPM-cf_u) - interest_u*PPM| + |delta_u|*shock_u`` (>= the
+           two slopes): ``A(P0) - A(P) < sum_u (K_u*|dp_u| + R_u) + 1``.
+        4. Slack ``S = A(P0) - floor``, budget ``B = S - 1 - sum_u R_u``,
+           N = number of underlyings with ``Knum_u > 0``, ``b = B // N``;
+           ``|dp_u| <= b * PPM * 10**d_u // Knum_u`` gives
+           ``K_u*|dp_u| <= b`` so ``A(P0) - A(P) < N*b + sum R_u + 1 <= S``,
+           i.e. ``A(P) > floor``. Underlyings with ``Knum_u = 0`` cannot
+           move A (beyond the rounding already counted): unbounded. If
+           ``B < 0`` the bands are ``(p, p)``: only P0 itself, where
+           ``A > floor`` because ``S > 0``. QED.
+        """
+        if level not in (OPEN, LIQ):
+            raise ValueError(f"level must be {OPEN!r} or {LIQ!r}")
+        if margin is None:
+            margin = self.evaluate(portfolio, prices)
+        available = margin.available_open if level == OPEN else margin.available_liq
+        quote = self.quote
+        params = self._p
+        delta: dict = {}
+        haircut: dict = {}  # lent_u * (PPM - cf_u)  +  interest_u * PPM
+        sites: dict = {}  # rounding sites per underlying
+        for a, amount in portfolio.balances.items():
+            if a != quote and amount:
+                delta[a] = delta.get(a, 0) + amount
+                sites[a] = sites.get(a, 0) + 1
+        for a, size, _, _, _ in portfolio.perps:
+            delta[a] = delta.get(a, 0) + size
+            sites[a] = sites.get(a, 0) + 1
+        for a, amount in portfolio.lent:
+            if a != quote:
+                delta[a] = delta.get(a, 0) + amount
+                haircut[a] = haircut.get(a, 0) + amount * (PPM - params[a][3])
+                sites[a] = sites.get(a, 0) + 2  # the value floor and the credited-part floor
+        for a, owed, interest in portfolio.borrowed:
+            if a != quote:
+                delta[a] = delta.get(a, 0) - owed
+                haircut[a] = haircut.get(a, 0) + interest * PPM
+                sites[a] = sites.get(a, 0) + 2
+        bands: dict = {}
+        if not sites:
+            return bands
+        slack = available - floor
+        budget = slack - 1 - sum(sites.values())
+        shock_at = 1 if level == OPEN else 2
+        knum = {}
+        for a in sites:
+            d = delta.get(a, 0)
+            knum[a] = abs(d * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
+        sensitive = [a for a in knum if knum[a]]
+        for a in sorted(sites):
+            p = prices[a]
+            if slack <= 0 or budget < 0:
+                bands[a] = (p, p)
+            elif not knum[a]:
+                bands[a] = (0, UNBOUNDED)
+            else:
+                move = (budget // len(sensitive)) * params[a][4] // knum[a]
+                bands[a] = (max(0, p - move), p + move)
+        return bands
+
+
+# ==== threshold index =========================================================
+
+
+class ThresholdIndex:
+    """Accounts indexed by the prices at which they must be looked at again.
+
+    Per asset two SortedLists of ``(trigger price, key)``: the band lows
+    (breached by a fall) and highs (breached by a rise). ``set(key, bands)``
+    replaces a key's triggers (``bands``: {asset: (lo, hi)} from
+    ``safe_band``; ``lo <= 0`` and ``hi >= UNBOUNDED`` are not stored, no move
+    reaches them); ``discard(key)`` forgets it. ``crossed(asset, old, new)``
+    returns, in sorted key order, the keys whose band the move left: a fall
+    crosses ``lo`` when ``new < lo <= old``, a rise crosses ``hi`` when
+    ``old <= hi < new`` (a band is inclusive; a ``(p, p)`` band is left by any
+    move). O(log n + crossed) to find them (plus sorting the crossed keys).
+    Crossed keys stay indexed: the caller re-evaluates them and ``set``s their
+    new bands. Keys must be mutually comparable (addresses)."""
+
+    __slots__ = ("_low", "_high", "_keys")
+
+    def __init__(self) -> None:
+        self._low: dict = {}
+        self._high: dict = {}
+        self._keys: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key) -> bool:
+        return key in self._keys
+
+    def bands(self, key) -> dict:
+        """The triggers stored for ``key`` ({asset: (lo or None, hi or None)})."""
+        return dict(self._keys.get(key, {}))
+
+    def set(self, key, bands: dict) -> None:
+        old = self._keys.get(key, {})
+        new = {}
+        for a, (lo, hi) in bands.items():
+            new[a] = (lo if lo > 0 else None, hi if hi < UNBOUNDED else None)
+        for a, (lo, hi) in old.items():
+            nlo, nhi = new.get(a, (None, None))
+            if lo is not None and lo != nlo:
+                self._low[a].remove((lo, key))
+            if hi is not None and hi != nhi:
+                self._high[a].remove((hi, key))
+        for a, (lo, hi) in new.items():
+            olo, ohi = old.get(a, (None, None))
+            if lo is not None and lo != olo:
+                sl = self._low.get(a)
+                if sl is None:
+                    sl = self._low[a] = SortedList()
+                sl.add((lo, key))
+            if hi is not None and hi != ohi:
+                sl = self._high.get(a)
+                if sl is None:
+                    sl = self._high[a] = SortedList()
+                sl.add((hi, key))
+        new = {a: b for a, b in new.items() if b != (None, None)}
+        if new:
+            self._keys[key] = new
+        else:
+            self._keys.pop(key, None)
+
+    def discard(self, key) -> None:
+        old = self._keys.pop(key, None)
+        if old:
+            for a, (lo, hi) in old.items():
+                if lo is not None:
+                    self._low[a].remove((lo, key))
+                if hi is not None:
+                    self._high[a].remove((hi, key))
+
+    def crossed(self, asset, old: int, new: int) -> list:
+        if new < old:
+            sl = self._low.get(asset)
+            if not sl:
+                return []
+            # lo in (new, old]: a 1-tuple sorts before every (price, key)
+            hits = sl.irange((new + 1,), (old + 1,), inclusive=(True, False))
+        elif new > old:
+            sl = self._high.get(asset)
+            if not sl:
+                return []
+            hits = sl.irange((old,), (new,), inclusive=(True, False))
+        else:
+            return []
+        return sorted([key for _, key in hits])
