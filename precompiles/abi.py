@@ -10,8 +10,9 @@ its output) and the engine from drifting apart as the engine grows.
 
 Types: a `bytes` field is `address`, `bool` is `bool`, an `IntEnum` is `uint8`,
 an `int` is `uint256` (`int256` for the signed quantities in SIGNED_FIELDS),
-`int | None` is `uint256` with `type(uint256).max` meaning None, and a `tuple`
-of actions (Batch) is `bytes[]`, each element the calldata of one function.
+`int | None` is `uint256` with `type(uint256).max` meaning None, a `tuple`
+of actions (Batch) is `bytes[]`, each element the calldata of one function, and
+any other `tuple` field is a flat `uint256[]`.
 
 The hot functions take static words only, so decoding is slicing 32-byte words
 and `int.from_bytes` (≈1 µs for placeOrder) instead of eth-abi's generic decoder
@@ -82,7 +83,9 @@ def field_of(name: str, hint) -> Field:
             return Field(name, "int256", "int", None)
         return Field(name, "uint256", "uint", None)
     if hint is tuple or origin is tuple:
-        return Field(name, "bytes[]", "actions", None)
+        if name == "actions":  # a batch: each element the calldata of one function
+            return Field(name, "bytes[]", "actions", None)
+        return Field(name, "uint256[]", "uint_array", None)  # a flat tuple of ints
     raise TypeError(f"field {name}: unsupported type {hint!r}")
 
 
@@ -109,7 +112,7 @@ class Function:
         self.outputs = fields_of(result_class) if result_class is not None else []
         self.signature = f"{self.name}({','.join(f.abi_type for f in self.inputs)})"
         self.selector = keccak(self.signature.encode())[:4]
-        self.static_inputs = all(f.kind != "actions" for f in self.inputs)
+        self.static_inputs = all(f.kind not in ("actions", "uint_array") for f in self.inputs)
         self.names = [f.name for f in all_fields]
 
     def decode(self, data: bytes, actor: bytes) -> dict:
@@ -136,6 +139,8 @@ class Function:
             for f, v in zip(inputs, raw):
                 if f.kind == "actions":
                     values[f.name] = tuple(bytes(x) for x in v)
+                elif f.kind == "uint_array":
+                    values[f.name] = tuple(int(x) for x in v)
                 elif f.kind == "address":
                     values[f.name] = bytes.fromhex(v[2:])
                 else:
@@ -222,10 +227,19 @@ class Event:
         self.topic0 = keccak(self.signature.encode())
         self._indexed_names = [f.name for f in self.indexed]
         self._data_names = [f.name for f in self.data]
+        self._dynamic = any(f.abi_type.endswith("[]") for f in self.data)
 
     def encode(self, event) -> tuple[tuple[bytes, ...], bytes]:
         topics = (self.topic0,) + tuple(word(getattr(event, n)) for n in self._indexed_names)
-        data = b"".join(word(getattr(event, n)) for n in self._data_names)
+        if self._dynamic:
+            values = [getattr(event, n) for n in self._data_names]
+            values = [tuple(int(x) for x in v) if f.kind == "uint_array" else
+                      (None if v is None else v) for f, v in zip(self.data, values)]
+            data = abi_encode([f.abi_type for f in self.data],
+                              [NONE_SENTINEL if v is None else (int(v) if f.kind in ("uint", "enum", "optional") else v)
+                               for f, v in zip(self.data, values)])
+        else:
+            data = b"".join(word(getattr(event, n)) for n in self._data_names)
         return topics, data
 
     def solidity(self) -> str:
