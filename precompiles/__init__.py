@@ -28,6 +28,7 @@ Modules:
     exchange.py  ExchangeRuntime (the one semantics), views, gas schedule, PlaceLimit
     evm.py       BlixtComputation: Prague's precompiles plus the exchange
     solidity.py  writes/checks IExchange.sol and IExchange.abi.json
+    stress.py    the `orders` and `orderbook-sol` workloads of `blixt stress`
 
 Errors: every rejection is a revert with ExchangeError(uint32 code, string reason),
 code = exchange.Reason (stable); out of gas burns the call's gas like any EVM

@@ -6,7 +6,8 @@ WebSocket, and measuring what the node did with them — accepted and included t
 inclusion latency percentiles, errors by reason, block cadence — and what the run
 cost in CPU, the generator's and (when local) the node's. It works against Blixt,
 anvil, hardhat node or anything that funds the standard dev accounts; only the
-`orders` workload needs Blixt's exchange precompile.
+`orders` workload needs Blixt's exchange precompile (`orderbook-sol` sends the same
+order flow to a Solidity order book on any node).
 
 The flow (`cli.main`, three phases, each bounded in time):
 
@@ -27,15 +28,16 @@ Modules:
     cli        argparse (prog "blixt stress"), the phases, exit codes
     keys       dev accounts from the mnemonic (BIP-39/32), senders from a seed
     signing    fast EIP-1559 signing, multi-process presign
-    workloads  registry: transfers, erc20, call, orders (hook; `precompiles/stress.py`,
-               when it exists, is imported first and may register the real one);
+    workloads  registry: transfers, erc20, call, orders (hook; `precompiles/stress.py`
+               is imported first and registers the real `orders` and `orderbook-sol`);
                contracts/ holds the Solidity sources and their compiled artifacts
                (solcjs 0.8.37, evm shanghai, optimizer 200 runs)
     setup      the setup phase
     rpc        raw HTTP/1.1 keep-alive protocol; RpcClient (HTTP or WebSocket)
     runner     the load phase: dispatch, answers, block watcher, progress line
     stats      percentiles, schedule arithmetic, error grouping, CPU readers
-    report     the summary and its table
+    report     the summary and its table (and, for workloads with `receipt_outcomes`,
+               every included receipt counted by status: orders accepted / reverted)
 
 States of a transaction in a run: planned → signed → sent (bytes written) →
 accepted (node answered with a hash) or error (reason) → included (seen in a block;

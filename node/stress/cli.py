@@ -129,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     run = LoadRun(endpoint, bodies, hashes, preparation.start_block, options)
     _status(args, "sending")
     try:
-        receipts = _run(_load(run, hashes))
+        receipts, outcomes = _run(_load(run, hashes, workload.receipt_outcomes))
     except UnsupportedMethod as exc:
         print(f"blixt stress: {exc}", file=sys.stderr)
         return EXIT_SETUP
     except TransportError as exc:
         print(f"blixt stress: {exc}", file=sys.stderr)
         return EXIT_SETUP
-    summary = build_summary(config, preparation, run, presign_stats, receipts)
+    summary = build_summary(config, preparation, run, presign_stats, receipts, outcomes)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(summary, out, indent=2)
@@ -163,9 +163,42 @@ async def _prepare(endpoint, workload, count, args):
         await rpc.close()
 
 
-async def _load(run: LoadRun, hashes: list[bytes]) -> dict:
+async def _load(run: LoadRun, hashes: list[bytes], outcomes: str | None) -> tuple[dict, dict | None]:
     await run.run()
-    return await _sample_receipts(run, hashes)
+    sample = await _sample_receipts(run, hashes)
+    return sample, (await _receipt_outcomes(run, hashes, outcomes) if outcomes else None)
+
+
+async def _receipt_outcomes(run: LoadRun, hashes: list[bytes], what: str, timeout: float = 120.0) -> dict:
+    """Every included transaction's receipt, counted by status: `succeeded` (1) and
+    `reverted` (0). For workloads whose reverts are outcomes (a rejected order).
+    Bounded by `timeout`; `complete` is False when it ran out first."""
+    included = [i for i in range(run.n_tx) if run.included_at[i] == run.included_at[i]]
+    succeeded = reverted = missing = 0
+    deadline = time.perf_counter() + timeout
+    rpc = await RpcClient.connect(run.endpoint)
+    checked = 0
+    try:
+        for start in range(0, len(included), 200):
+            if time.perf_counter() > deadline:
+                break
+            chunk = included[start : start + 200]
+            receipts = await rpc.batch([("eth_getTransactionReceipt", ["0x" + hashes[i].hex()]) for i in chunk])
+            checked += len(chunk)
+            for receipt in receipts:
+                if not isinstance(receipt, dict):
+                    missing += 1
+                elif int(receipt.get("status", "0x0"), 16) == 1:
+                    succeeded += 1
+                else:
+                    reverted += 1
+    except (RpcError, TransportError) as exc:
+        return {"of": what, "included": len(included), "checked": checked, "succeeded": succeeded,
+                "reverted": reverted, "missing": missing, "complete": False, "error": str(exc)}
+    finally:
+        await rpc.close()
+    return {"of": what, "included": len(included), "checked": checked, "succeeded": succeeded,
+            "reverted": reverted, "missing": missing, "complete": checked == len(included)}
 
 
 async def _sample_receipts(run: LoadRun, hashes: list[bytes], samples: int = 20) -> dict:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 SUMMARY_VERSION = 1
 
 
-def build_summary(config: dict, preparation: "Preparation", run: "LoadRun", presign: dict, receipts: dict) -> dict:
+def build_summary(config: dict, preparation: "Preparation", run: "LoadRun", presign: dict, receipts: dict,
+                  outcomes: dict | None = None) -> dict:
     first = run.t_first_send
     sent = run.n_tx - run.unsent
     latencies = []
@@ -77,6 +78,8 @@ def build_summary(config: dict, preparation: "Preparation", run: "LoadRun", pres
         "errors_by_reason": dict(run.errors.most_common()),
         "blocks": block_summary(window_blocks),
         "receipts_sampled": receipts,
+        # Workloads whose reverts are outcomes (orders): every included receipt by status.
+        "receipt_outcomes": outcomes,
         "cpu": run.cpu,
         "connections_reopened": run.reconnects,
         "notes": [note for note in (run.watch_error, *run.notes) if note],
@@ -137,6 +140,13 @@ def format_table(summary: dict) -> str:
     receipts = summary.get("receipts_sampled") or {}
     if receipts.get("sampled"):
         lines.append(f"  receipts        {receipts['succeeded']}/{receipts['sampled']} sampled succeeded")
+    outcomes = summary.get("receipt_outcomes")
+    if outcomes:
+        lines.append(
+            f"  {outcomes['of']:<15} {outcomes['succeeded']:,} accepted (status 1), {outcomes['reverted']:,} reverted "
+            f"(status 0) of {outcomes['checked']:,} included"
+            + ("" if outcomes["complete"] else f" (checked {outcomes['checked']:,} of {outcomes['included']:,})")
+        )
     cpu = summary["cpu"]
     node_share = cpu.get("node_core_share_sending")
     lines.append(

@@ -7,8 +7,10 @@ calldata for the n-th transaction of a sender). Gas limits are fixed per workloa
 so every transaction is pre-signed without asking the node.
 
 Built in: transfers, erc20, call; `orders` is a hook for Blixt's exchange
-precompile: a module `precompiles/stress.py` that defines a `Workload` named "orders"
-under `@register_workload` replaces it (the CLI imports `PLUGIN_MODULES` first).
+precompile that refuses: `precompiles/stress.py` registers the real `orders` (and
+`orderbook-sol`, the same flow on a Solidity book) under the same name, which
+replaces it (the CLI imports `PLUGIN_MODULES` first). A workload whose reverts are
+outcomes sets `receipt_outcomes`: every included receipt is then counted by status.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class Workload(ABC):
     description: ClassVar[str]
     gas_per_transaction: ClassVar[int]
     value_per_transaction: ClassVar[int] = 0
+    # When set (e.g. "orders"), every included transaction's receipt is read after
+    # the run and the summary counts them by status under this name: for workloads
+    # where a revert is an outcome of the business (a rejected order), not a fault.
+    receipt_outcomes: ClassVar[str | None] = None
 
     async def setup(self, context: SetupContext) -> None:
         """Prepare the chain (deploy, distribute). Default: nothing to do."""
