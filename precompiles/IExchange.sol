@@ -20,7 +20,7 @@ interface IExchange {
     event LoanOpened(uint256 indexed loanId, uint256 indexed market, address indexed lender, address borrower, uint256 asset, uint256 principal, int256 rate, uint256 start, uint256 maturity, uint256 rolledFrom);
     event LoanOverdue(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 principal, uint256 interestDue);
     event LoanRepaid(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 principalPaid, uint256 principalLeft, bool atMaturity);
-    event LoanRolled(uint256 indexed loanId, address indexed borrower, uint256 indexed asset, uint256 amount, bytes[] newLoans);
+    event LoanRolled(uint256 indexed loanId, address indexed borrower, uint256 indexed asset, uint256 amount, uint256[] newLoans);
     event MarketStatusChanged(uint256 indexed market, uint8 status);
     event OracleUpdated(uint256 indexed asset, uint256 price);
     event OrderAccepted(uint256 indexed orderId, address indexed account, uint256 indexed market, uint8 side, uint256 price, uint256 quantity, uint8 timeInForce, uint8 orderType, uint256 clientOrderId, uint256 expiresAt);
