@@ -2,6 +2,19 @@
 
     python bench/engine.py [--commands N] [--seed S] [--no-journal] [--skip-memory]
                            [--gc-gen0 N]
+    python bench/engine.py --portfolio [--commands N] [--seed S]
+
+--portfolio (issue 6; the default spot run above is unchanged): the default
+markets (spot, perps, lending books) with oracle prices; 1,000 accounts each
+holding USDC / WETH / WBTC, perp positions on ETH-PERP and BTC-PERP and a loan
+(half lend USDC, half borrow it); then a stream in which every command but the
+cancels and passive spot orders runs the full pre-trade portfolio check:
+perp orders (resting and taking), spot buys that exceed the free balance and
+borrow automatically from USDC-LEND, borrows on USDC-LEND, withdrawals by
+accounts with debt, cancels, a Tick every 1,000 commands. Then 10,000
+accounts with perp exposure and one SetOraclePrice through Engine.apply,
+timed (whatever the engine re-evaluates on an oracle move), beside the time a
+full re-evaluation of every exposed account's margin takes.
 
 Workload: 1,000 funded accounts, 4 spot markets, books pre-filled with resting
 orders, then a stream of about 60 % limit orders that rest (1..50 ticks off the
@@ -188,6 +201,223 @@ def throughput(n: int, seed: int, journal: bool, digest_every: int, gc_gen0: int
     }
 
 
+# ==== --portfolio ===========================================================
+
+P_ETH_USDC, P_ETH_PERP, P_BTC_PERP, P_USDC_LEND = 0, 2, 3, 4
+P_USDC, P_WETH, P_WBTC = 0, 1, 2
+USD = 10**6
+# per-lot prices at the oracle: 3,000 USDC/WETH (lot 0.001), 60,000 USDC/WBTC (lot 0.0001)
+P_MIDS = {P_ETH_USDC: 3_000_000, P_ETH_PERP: 3_000_000, P_BTC_PERP: 6_000_000}
+
+
+def portfolio_engine(accounts: list[bytes], ctx: ex.Context) -> ex.Engine:
+    """Default config, oracle prices, and every account with several holdings."""
+    doc = tomllib.loads((ROOT / "exchange" / "default_config.toml").read_text())
+    doc["exchange"]["max_open_orders_per_account"] = 5000
+    engine = ex.Engine(ex.load(doc))
+    cfg = engine.config
+    apply = engine.apply
+    apply(ex.SetOraclePrice(cfg.oracle, P_WETH, 3000 * USD), ctx)
+    apply(ex.SetOraclePrice(cfg.oracle, P_WBTC, 60_000 * USD), ctx)
+    lender = b"\x11" * 20  # deep USDC offers for automatic borrowing, 5 rate levels
+    apply(ex.Deposit(lender, P_USDC, 10**15), ctx)
+    for k in range(5):
+        apply(ex.PlaceOrder(lender, P_USDC_LEND, 1, 50_000_000 + k * 1_000_000, 10**14), ctx)
+    for i, a in enumerate(accounts):
+        apply(ex.Deposit(a, P_USDC, 50_000 * USD), ctx)
+        apply(ex.Deposit(a, P_WETH, 10 * 10**18), ctx)
+        apply(ex.Deposit(a, P_WBTC, 10**8), ctx)
+    # Perp positions: neighbours trade with each other (1 WETH, 0.05 WBTC).
+    for i in range(0, len(accounts) - 1, 2):
+        a, b = accounts[i], accounts[i + 1]
+        for market, qty in ((P_ETH_PERP, 1000 * 10**15), (P_BTC_PERP, 500 * 10**4)):
+            apply(ex.PlaceOrder(a, market, 0, P_MIDS[market], qty), ctx)
+            apply(ex.PlaceOrder(b, market, 1, P_MIDS[market], qty, time_in_force=ex.TimeInForce.IOC), ctx)
+    # Loans: even accounts offer 5,000 USDC, odd ones borrow 4,000.
+    for i in range(0, len(accounts) - 1, 2):
+        apply(ex.PlaceOrder(accounts[i], P_USDC_LEND, 1, 40_000_000, 5000 * USD), ctx)
+        apply(ex.PlaceOrder(accounts[i + 1], P_USDC_LEND, 0, 40_000_000, 4000 * USD,
+                            time_in_force=ex.TimeInForce.IOC), ctx)
+    # Spend most of the borrowers' free USDC so their spot buys borrow.
+    for i in range(1, len(accounts), 2):
+        apply(ex.Withdraw(accounts[i], P_USDC, engine.balances(accounts[i])[P_USDC][0] - 200 * USD), ctx)
+    return engine
+
+
+def portfolio_stream(rng: random.Random, n: int, accounts: list[bytes]) -> list:
+    """Commands of the --portfolio run; cancels name orders by client id."""
+    commands = []
+    live: list[tuple[bytes, int]] = []
+    next_cid = [1] * len(accounts)
+    tif_ioc = ex.TimeInForce.IOC
+    for i in range(n):
+        if i % 1000 == 999:
+            commands.append(ex.Tick())
+            continue
+        r = rng.random()
+        k = rng.randrange(len(accounts))
+        a = accounts[k]
+        if r < 0.40 and live:  # about as many cancels as resting orders: open orders stay level
+            j = rng.randrange(len(live))
+            live[j], live[-1] = live[-1], live[j]
+            owner, cid = live.pop()
+            commands.append(ex.CancelByClientId(owner, cid))
+        elif r < 0.70:  # perp order resting off the mid: the portfolio check
+            market = P_ETH_PERP if rng.random() < 0.5 else P_BTC_PERP
+            side = rng.randrange(2)
+            offset = rng.randint(1, 50) * 10
+            price = P_MIDS[market] - offset if side == 0 else P_MIDS[market] + offset
+            lot = 10**15 if market == P_ETH_PERP else 10**4
+            cid = next_cid[k]
+            next_cid[k] += 1
+            commands.append(ex.PlaceOrder(a, market, side, price, rng.randint(1, 20) * lot, client_order_id=cid))
+            live.append((a, cid))
+        elif r < 0.75:  # perp IOC that takes
+            market = P_ETH_PERP if rng.random() < 0.5 else P_BTC_PERP
+            side = rng.randrange(2)
+            price = P_MIDS[market] + 600 if side == 0 else P_MIDS[market] - 600
+            lot = 10**15 if market == P_ETH_PERP else 10**4
+            commands.append(ex.PlaceOrder(a, market, side, price, rng.randint(1, 10) * lot, time_in_force=tif_ioc))
+        elif r < 0.80:  # spot buy by a borrower: more than its free USDC, borrows
+            kb = k | 1 if (k | 1) < len(accounts) else 1  # odd accounts borrow
+            b = accounts[kb]
+            cid = next_cid[kb]
+            next_cid[kb] += 1
+            price = P_MIDS[P_ETH_USDC] - rng.randint(1, 50) * 10
+            commands.append(ex.PlaceOrder(b, P_ETH_USDC, 0, price, rng.randint(50, 150) * 10**15,
+                                          client_order_id=cid))
+            live.append((b, cid))
+        elif r < 0.83:  # borrow on the lending book
+            commands.append(ex.PlaceOrder(a, P_USDC_LEND, 0, 60_000_000, rng.randint(1, 100) * USD,
+                                          time_in_force=tif_ioc))
+        elif r < 0.88:  # withdrawal by an account with debt or positions
+            commands.append(ex.Withdraw(a, P_WETH, rng.randint(1, 10) * 10**15))
+        else:  # passive spot order (part 1's fast path)
+            side = rng.randrange(2)
+            offset = rng.randint(1, 50) * 10
+            price = P_MIDS[P_ETH_USDC] - offset if side == 0 else P_MIDS[P_ETH_USDC] + offset
+            cid = next_cid[k]
+            next_cid[k] += 1
+            commands.append(ex.PlaceOrder(a, P_ETH_USDC, side, price, rng.randint(1, 10) * 10**15,
+                                          client_order_id=cid))
+            live.append((a, cid))
+    return commands
+
+
+def portfolio_run(n: int, seed: int, digest_every: int, gc_gen0: int, oracle_accounts: int) -> dict:
+    rng = random.Random(seed)
+    ctx = ex.Context(block_number=1, timestamp=1_700_000_000)
+    accounts = addresses()
+    engine = portfolio_engine(accounts, ctx)
+    engine.state_digest()
+    commands = portfolio_stream(rng, n, accounts)
+    gc.collect()
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(gc_gen0, *thresholds[1:])
+    apply = engine.apply
+    checkpoint, commit = engine.checkpoint, engine.commit
+    digest = engine.state_digest
+    clock = time.perf_counter_ns
+    Err = ex.ExchangeError
+    latencies = [0] * n
+    rejected: dict = {}
+    kinds: dict = {}
+    borrows = 0
+    block = 1
+    now = ctx.timestamp
+    tick_ns = []  # the per-block hooks (funding, margin, maturities, re-banding), apart
+    started = clock()
+    for i, command in enumerate(commands):
+        if command.__class__ is ex.Tick:
+            block += 1
+            now += 1
+            ctx = ex.Context(block, now)
+        t0 = clock()
+        cp = checkpoint()
+        try:
+            _, events = apply(command, ctx)
+        except Err as e:
+            rejected[e.reason.name] = rejected.get(e.reason.name, 0) + 1
+            events = ()
+        commit(cp)
+        latencies[i] = clock() - t0
+        if command.__class__ is ex.Tick:
+            tick_ns.append(latencies[i])
+        if events and events[0].__class__ is ex.Fill and events[0].market == P_USDC_LEND \
+                and command.__class__ is not ex.Tick:
+            borrows += 1
+        if i % digest_every == digest_every - 1:
+            digest()
+    elapsed = clock() - started
+    gc.set_threshold(*thresholds)
+    gc.unfreeze()
+    for c in commands:
+        kind = c.__class__.__name__
+        if kind == "PlaceOrder":
+            kind += {P_ETH_USDC: "-spot", P_ETH_PERP: "-perp", P_BTC_PERP: "-perp", P_USDC_LEND: "-lend"}[c.market]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    latencies.sort()
+    report = engine.balance_report()
+    problems = engine.audit() + engine.lending.audit()
+    if not report.balanced or problems:
+        raise SystemExit(f"engine invariants broken: {report} {problems[:5]}")
+    loans = sum(len(engine._accounts[a].loans) for a in accounts)
+    result = {
+        "mode": "portfolio",
+        "commands": n,
+        "commands_per_s": round(n / (elapsed / 1e9)),
+        "p50_us": round(latencies[n // 2] / 1000, 2),
+        "p99_us": round(latencies[int(n * 0.99)] / 1000, 2),
+        "p999_us": round(latencies[int(n * 0.999)] / 1000, 2),
+        "max_us": round(latencies[-1] / 1000, 1),
+        "rejected": rejected,
+        "kinds": kinds,
+        "auto_borrows": borrows,
+        "ticks": len(tick_ns),
+        "tick_ms_p50": round(sorted(tick_ns)[len(tick_ns) // 2] / 1e6, 2) if tick_ns else 0,
+        "commands_per_s_without_ticks": round((n - len(tick_ns)) / ((elapsed - sum(tick_ns)) / 1e9)),
+        "loans_held_by_accounts": loans,
+    }
+    result.update(oracle_update(oracle_accounts))
+    return result
+
+
+def oracle_update(n_accounts: int) -> dict:
+    """``n_accounts`` accounts with perp exposure (and spot and a loan for
+    half of them); time one SetOraclePrice through Engine.apply, and, beside
+    it, a re-evaluation of every exposed account's margin (the work an
+    update without an index would do)."""
+    ctx = ex.Context(block_number=1, timestamp=1_700_000_000)
+    accounts = [(i + 1).to_bytes(20, "big") for i in range(n_accounts)]
+    engine = portfolio_engine(accounts, ctx)
+    oracle = engine.config.oracle
+    gc.collect()
+    gc.freeze()
+    times = []
+    price = 3000 * USD
+    for k in range(5):  # 1 % moves up and down
+        price = price * (101 if k % 2 == 0 else 99) // 100
+        cp = engine.checkpoint()
+        t0 = time.perf_counter_ns()
+        engine.apply(ex.SetOraclePrice(oracle, P_WETH, price), ctx)
+        times.append(time.perf_counter_ns() - t0)
+        engine.commit(cp)
+    t0 = time.perf_counter_ns()
+    below = 0
+    for a in accounts:
+        if engine.margin(a, ctx.timestamp, assume_orders=True).available_liq <= 0:
+            below += 1
+    full_ns = time.perf_counter_ns() - t0
+    gc.unfreeze()
+    times.sort()
+    return {"oracle_update_ms_10k_accounts" if n_accounts == 10_000 else f"oracle_update_ms_{n_accounts}_accounts":
+            round(times[len(times) // 2] / 1e6, 3),
+            "oracle_accounts": n_accounts,
+            "full_margin_reevaluation_ms": round(full_ns / 1e6, 1),
+            "accounts_at_or_below_liq": below}
+
+
 def memory_child(orders: int) -> dict:
     """Rest ``orders`` orders and report this process's RSS."""
     rng = random.Random(7)
@@ -237,9 +467,23 @@ def main() -> None:
     parser.add_argument("--gc-gen0", type=int, default=50_000,
                         help="generation-0 GC threshold during the timed phase (CPython default: 700)")
     parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--portfolio", action="store_true",
+                        help="perps, loans and the portfolio check on 1,000 accounts; oracle update on 10,000")
+    parser.add_argument("--oracle-accounts", type=int, default=10_000)
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child)))
+        return
+    if args.portfolio:
+        n = args.commands if args.commands != 300_000 else 100_000
+        result = portfolio_run(n, args.seed, args.digest_every, args.gc_gen0, args.oracle_accounts)
+        print(f"portfolio: {result['commands_per_s']:,} commands/s, p50 {result['p50_us']} us, "
+              f"p99 {result['p99_us']} us, p99.9 {result['p999_us']} us, max {result['max_us']} us; "
+              f"{result['auto_borrows']} automatic borrows; rejected {result['rejected']}", flush=True)
+        print(f"oracle update with {result['oracle_accounts']:,} exposed accounts: "
+              f"{result.get('oracle_update_ms_10k_accounts')} ms through Engine.apply; a full margin "
+              f"re-evaluation of all of them takes {result['full_margin_reevaluation_ms']} ms", flush=True)
+        print(json.dumps(result))
         return
 
     result = throughput(args.commands, args.seed, journal=not args.no_journal, digest_every=args.digest_every,

@@ -59,11 +59,18 @@ Modules:
                  index in the Tick hook: repay, else roll over against the best
                  offers, else overdue; share_default (pro-rata loss),
                  portfolio_terms(account, now) for the risk model
+    margin.py    AutoBorrowing: a hold or withdrawal beyond the free balance
+                 borrows the shortfall from the asset's lending book at the
+                 best offers, within portfolio margin (inside a nested
+                 checkpoint: a rejection changes nothing); negative free
+                 balances (perp losses, funding) borrowed at the next Tick;
+                 MarginView (portfolio vs naive margin)
     engine.py    Engine, views, balance_report(), audit()
 
 Per block the chain sends ExpireOrders, then Tick: Engine._tick runs
 Engine._block_hooks in order (perps: premium sample and funding payment;
-lending: the loans that matured - repaid, rolled over or overdue).
+margin: negative free balances into loans; lending: the loans that
+matured - repaid, rolled over or overdue).
 
 States of an order: accepted -> (filled | resting | cancelled); resting ->
 (filled | cancelled by user, expiry, self-trade prevention). A market is
@@ -114,3 +121,18 @@ __all__ += [  # lending (exchange/lending.py)
     "DefaultShared", "InterestPaid", "LendingClearing", "LoanOpened", "LoanOverdue", "LoanRepaid", "LoanRolled",
     "LoanView", "RepayLoan", "RepayResult",
 ]
+from .commands import ClearDeriskPolicy, DeriskPolicyResult, Liquidate, LiquidateResult, SetDeriskPolicy
+from .events import (
+    AccountDefaulted, AccountLiquidatable, AccountLiquidated, DeriskActionSkipped, DeriskActionTaken, DeriskPolicySet,
+)
+from .liquidation import DeriskRule, Solvency
+
+__all__ += [  # liquidation and de-risk policies (exchange/liquidation.py)
+    "AccountDefaulted", "AccountLiquidatable", "AccountLiquidated", "ClearDeriskPolicy", "DeriskActionSkipped",
+    "DeriskActionTaken", "DeriskPolicyResult", "DeriskPolicySet", "DeriskRule", "Liquidate", "LiquidateResult",
+    "SetDeriskPolicy", "Solvency",
+]
+from .events import AutoBorrowed  # noqa: E402  (unified margin, exchange/margin.py)
+from .margin import AutoBorrowing, MarginView  # noqa: E402
+
+__all__ += ["AutoBorrowed", "AutoBorrowing", "MarginView"]

@@ -205,3 +205,42 @@ class RepayResult:
     principal_paid: int  # asset units of principal this command paid
     principal_left: int  # 0 once the loan is closed
     interest_due: int  # accrued and still unpaid (0 once closed)
+
+
+# ---- liquidation and de-risk policies (exchange/liquidation.py) ----
+
+
+@dataclass(slots=True)
+class SetDeriskPolicy:
+    """Replace the account's de-risk policy. ``rules``: flat ints, 6 per rule in
+    the order they run - (condition, subject, threshold, action, target,
+    amount), see liquidation.DeriskRule; on the ABI a uint256[]."""
+
+    account: bytes
+    rules: tuple
+
+
+@dataclass(slots=True)
+class ClearDeriskPolicy:
+    account: bytes
+
+
+@dataclass(slots=True)
+class Liquidate:
+    """Anyone liquidates ``account`` once its liquidation-level available margin is <= 0."""
+
+    liquidator: bytes
+    account: bytes
+
+
+@dataclass(slots=True)
+class DeriskPolicyResult:
+    rules: int  # rules now in force
+
+
+@dataclass(slots=True)
+class LiquidateResult:
+    account: bytes
+    reward: int  # quote units paid to the liquidator
+    remaining: int  # quote units the account keeps (after the reward)
+    shortfall: int  # debt written off (0 unless the account defaulted)

@@ -26,6 +26,8 @@ from .book import Order
 from .clearing import SpotClearing, _forget_fill, _restore_account, _restore_order_money
 from .perps import PerpClearing
 from .lending import LendingClearing
+from .liquidation import Solvency
+from .margin import AutoBorrowing
 from .commands import RepayLoan  # lending (exchange/lending.py)
 from .commands import (
     BalanceResult, Batch, BatchResult, CancelAll, CancelAllResult, CancelByClientId,
@@ -137,7 +139,13 @@ class Engine:
         self._block_hooks.append(perps.on_block)
         lending.setup()
         self._parts["lending"] = lending
+        margin = AutoBorrowing(self)  # automatic borrowing within margin (exchange/margin.py)
+        self._parts["margin"] = margin
+        self._block_hooks.append(margin.on_block)  # negative free balances into loans, before maturities
         self._block_hooks.append(lending.on_block)  # loans at maturity: repay or roll over
+        solvency = Solvency(self)  # account index, de-risk policies, Liquidate, defaults (exchange/liquidation.py)
+        self._parts["solvency"] = solvency
+        solvency.setup()  # registers its commands and its Tick hook, after the others
 
     # Part-2 handles as properties, not instance attributes: CPython 3.11 keeps
     # an instance's attributes in the fast shared-key layout only while there
@@ -242,6 +250,7 @@ class Engine:
         # Encodings are unambiguous: fixed fields, comma-separated decimal ints,
         # addresses always 20 bytes. The loop is inlined: it runs once per
         # object changed since the last digest.
+        self._parts["solvency"].note(self._dirty)  # accounts changed: re-banded at the next batch
         for obj in self._dirty:
             cls = obj.__class__
             if cls is Order:
@@ -333,6 +342,7 @@ class Engine:
                 engine._attach(o)
         for name in sorted(parts):
             engine._parts[name].load_state(parts[name])
+        engine._parts["solvency"].after_load()
         engine._log.clear()
         return engine
 
@@ -404,6 +414,20 @@ class Engine:
         portfolio, prices = perps.portfolio_of(a, self._now if now is None else now, None, None, assume_orders)
         return perps._evaluate(perps.risk_model(), portfolio, prices)
 
+    def margin_view(self, account: bytes, now: int | None = None):
+        """margin.MarginView: equity, available margin at both levels, the
+        binding scenario, and naive per-position margin side by side."""
+        return self._parts["margin"].view(account, self._now if now is None else now)
+
+    def liquidatable_accounts(self) -> list[bytes]:
+        """Accounts flagged at liquidation-level available margin <= 0, sorted
+        (exchange/liquidation.py: flagged when an oracle move or a batch finds them)."""
+        return self._parts["solvency"].liquidatable_accounts()
+
+    def derisk_policy(self, account: bytes) -> tuple:
+        """The account's de-risk rules (liquidation.DeriskRule), in order."""
+        return self._parts["solvency"].policy(account)
+
     def funding(self, market: int):
         """A perp market's funding state (a FundingView)."""
         return self._perps.funding_view(self._market(market))
@@ -458,7 +482,10 @@ class Engine:
             raise ExchangeError(Reason.INVALID_AMOUNT)
         a = self._accounts.get(c.account)
         if a is None or a.available[asset] < amount:
-            raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+            if a is None:
+                raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+            # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
+            return self._parts["margin"].withdraw(c, ctx, a, asset)
         if a.positions or (a.loans and self.lending.has_debt(a)):
             # Perp positions (and debts, exchange/lending.py) are margined by the whole portfolio (exchange/perps.py).
             self._perps.check_withdrawal(a, asset, amount, ctx.timestamp)
@@ -546,7 +573,8 @@ class Engine:
             asset, hold = clearing.hold_for(m, side, price, lots, crosses)
         available = account.available
         if available[asset] < hold:
-            raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+            # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
+            return self._parts["margin"].place(c, ctx, m, account, side, price, lots, asset, hold)
         now = ctx.timestamp
         if crosses:
             if tif is _POST_ONLY:

@@ -43,6 +43,14 @@ class Reason(IntEnum):
     # 40-49: lending; 50-59: risk and liquidation
     UNKNOWN_LOAN = 40  # no open loan with that id borrowed by this account (exchange/lending.py)
     INSUFFICIENT_MARGIN = 50  # opening-level available margin would fall below zero
+    # 51-54: automatic borrowing (exchange/margin.py)
+    BORROW_UNAVAILABLE = 51  # the asset's lending book has offers, but too few for the shortfall
+    # 55-59: liquidation and de-risk policies (exchange/liquidation.py)
+    NOT_LIQUIDATABLE = 55  # Liquidate: liquidation-level available margin is above zero
+    NOTHING_TO_LIQUIDATE = 56  # Liquidate: unknown account, or no position, borrowing or negative balance
+    TOO_MANY_DERISK_RULES = 57  # SetDeriskPolicy: more than liquidation.MAX_DERISK_RULES rules
+    INVALID_DERISK_RULE = 58  # SetDeriskPolicy: a rule's kind or fields are not valid
+    LIQUIDATION_BLOCKED = 59  # the books cannot absorb the unwind within the price bound (or a market is closed)
 
 
 class ExchangeError(Exception):

@@ -198,6 +198,70 @@ class DefaultShared:
 
 
 @dataclass(slots=True)
+class AutoBorrowed:
+    """The account spent (or lost) more of an asset than its free balance:
+    ``amount`` (whole lots) was borrowed from the asset's lending book at the
+    best offers, one loan per offer (exchange/margin.py)."""
+
+    account: bytes
+    asset: int
+    amount: int
+    new_loans: tuple
+
+
+@dataclass(slots=True)
+class AccountLiquidatable:
+    """The account's liquidation-level available margin reached zero (exchange/liquidation.py)."""
+
+    account: bytes
+    available_liq: int  # signed, quote units
+
+
+@dataclass(slots=True)
+class AccountLiquidated:
+    liquidator: bytes
+    account: bytes
+    reward: int  # quote units to the liquidator
+    remaining: int  # quote units the account keeps
+    shortfall: int  # debt written off (AccountDefaulted / DefaultShared)
+
+
+@dataclass(slots=True)
+class AccountDefaulted:
+    """After its liquidation the account still owed ``shortfall`` of ``asset``:
+    written off its lenders' claims pro rata (DefaultShared per loan);
+    ``negative`` of it is a negative balance no lender could take."""
+
+    account: bytes
+    asset: int
+    shortfall: int
+    negative: int
+
+
+@dataclass(slots=True)
+class DeriskPolicySet:
+    account: bytes
+    rules: tuple  # flat, 6 ints per rule (SetDeriskPolicy)
+
+
+@dataclass(slots=True)
+class DeriskActionTaken:
+    account: bytes
+    rule: int  # index of the rule in the policy
+    action: int  # liquidation.CANCEL_ALL / REDUCE_PERP / SELL_SPOT / REPAY_LOANS
+    target: int  # perp market or asset id (0 for CANCEL_ALL)
+    amount: int  # orders cancelled, base units traded, or asset units repaid
+
+
+@dataclass(slots=True)
+class DeriskActionSkipped:
+    account: bytes
+    rule: int
+    action: int
+    reason: int  # 1 nothing to do, 2 would increase risk, 3 not executable
+
+
+@dataclass(slots=True)
 class MarketStatusChanged:
     market: int
     status: MarketStatus

@@ -447,7 +447,8 @@ class LendingClearing(SpotClearing):
             market = self.engine._markets[loan.market]
             if market.status is MarketStatus.ACTIVE:
                 self._roll(market, loan, short, now, events)
-        self._pay(loan, min(owed, borrower.available[asset]), now, events, at_maturity=True)
+        # max(0, ...): a free balance left negative (a perp loss) pays nothing here.
+        self._pay(loan, max(0, min(owed, borrower.available[asset])), now, events, at_maturity=True)
         if loan.open:
             self._set_state(loan, True, True)
             events.append(LoanOverdue(loan.id, loan.lender.address, borrower.address, self.asset_ids[asset],
@@ -654,14 +655,23 @@ class LendingClearing(SpotClearing):
         lent: dict = {}
         borrowed: dict = {}
         if a is not None:
-            for i in sorted(a.loans):
-                loan = a.loans[i]
-                owed = loan.owed(now)
+            # Loan.owed and Loan.interest_to_term, inlined (every pre-trade check
+            # of a borrower runs this, once per loan); sums commute, so dict order
+            # does not reach the output.
+            divisor = INTEREST_DIVISOR
+            for loan in a.loans.values():
+                principal, rate, start = loan.principal, loan.rate, loan.accrual_start
+                accrued_now = -(-principal * rate * (now - start) // divisor) if now > start else 0
+                owed = principal + loan.interest_due + accrued_now - loan.accrued
+                asset = loan.asset
                 if loan.lender is a:
-                    lent[loan.asset] = lent.get(loan.asset, 0) + owed
+                    lent[asset] = lent.get(asset, 0) + owed
                 else:
-                    was = borrowed.get(loan.asset, (0, 0))
-                    borrowed[loan.asset] = (was[0] + owed, was[1] + loan.interest_to_term(now))
+                    maturity = loan.maturity
+                    to_term = (0 if loan.overdue or now >= maturity
+                               else -(-principal * rate * (maturity - start) // divisor) - accrued_now)
+                    was = borrowed.get(asset)
+                    borrowed[asset] = (owed, to_term) if was is None else (was[0] + owed, was[1] + to_term)
         return ([(k, lent[k]) for k in sorted(lent)],
                 [(k, *borrowed[k]) for k in sorted(borrowed)])
 

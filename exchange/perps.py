@@ -219,6 +219,8 @@ class PerpClearing(SpotClearing):
             self._snap_market(pm)
             a.available[pm.market.quote] -= paid
             pm.pool += paid
+            if a.available[pm.market.quote] < 0:
+                self.engine._parts["margin"].owes(a)  # borrowed at the next Tick (exchange/margin.py)
             self.engine._dirty.add(a)
 
     # ==== R1: the pre-trade check and holds ===============================
@@ -495,6 +497,8 @@ class PerpClearing(SpotClearing):
             a = pos.account
             a.available[pm.market.quote] += realized
             pm.pool -= realized
+            if realized < 0 and a.available[pm.market.quote] < 0:
+                self.engine._parts["margin"].owes(a)  # borrowed at the next Tick (exchange/margin.py)
         events.append(PositionChanged(pos.account.address, pm.market.id, size, entry, realized))
 
     # ==== commands ========================================================

@@ -12,8 +12,15 @@ pragma solidity ^0.8.20;
 interface IExchange {
     error ExchangeError(uint32 code, string reason);
 
+    event AccountDefaulted(address indexed account, uint256 indexed asset, uint256 shortfall, uint256 negative);
+    event AccountLiquidatable(address indexed account, int256 availableLiq);
+    event AccountLiquidated(address liquidator, address indexed account, uint256 reward, uint256 remaining, uint256 shortfall);
+    event AutoBorrowed(address indexed account, uint256 indexed asset, uint256 amount, uint256[] newLoans);
     event DefaultShared(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 loss, uint256 claimLeft);
     event Deposited(address indexed account, uint256 indexed asset, uint256 amount, uint256 available);
+    event DeriskActionSkipped(address indexed account, uint256 rule, uint256 action, uint256 reason);
+    event DeriskActionTaken(address indexed account, uint256 rule, uint256 action, uint256 target, uint256 amount);
+    event DeriskPolicySet(address indexed account, uint256[] rules);
     event Fill(uint256 tradeId, uint256 indexed market, uint256 price, uint256 quantity, uint8 takerSide, uint256 makerOrderId, address indexed makerAccount, uint256 makerRemaining, uint256 makerFee, uint256 takerOrderId, address indexed takerAccount, uint256 takerRemaining, uint256 takerFee);
     event FundingPaid(uint256 indexed market, int256 rate, uint256 oraclePrice, int256 fundingIndex, uint256 timestamp);
     event InterestPaid(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 amount);
@@ -41,6 +48,9 @@ interface IExchange {
     function setMarketStatus(uint256 market, uint8 status) external returns (uint256 resultMarket, uint8 resultStatus);
     function setOraclePrice(uint256 asset, uint256 price) external returns (uint256 resultAsset, uint256 resultPrice);
     function repayLoan(uint256 loanId, uint256 amount) external returns (uint256 resultLoanId, uint256 interestPaid, uint256 principalPaid, uint256 principalLeft, uint256 interestDue);
+    function setDeriskPolicy(uint256[] calldata rules) external returns (uint256 resultRules);
+    function clearDeriskPolicy() external returns (uint256 rules);
+    function liquidate(address account) external returns (address resultAccount, uint256 reward, uint256 remaining, uint256 shortfall);
 
     function balanceOf(address account, uint256 asset) external view returns (uint256 available, uint256 held);
     function bestBidAsk(uint256 market) external view returns (uint256 bid, uint256 ask);
@@ -51,5 +61,6 @@ interface IExchange {
     function markPrice(uint256 market) external view returns (uint256 price);
     function position(address account, uint256 market) external view returns (int256 size, int256 entryValue, int256 unrealizedPnl, int256 pendingFunding);
     function margin(address account) external view returns (int256 equity, int256 availableOpen, int256 availableLiq, uint256 naiveOpen, uint256 naiveLiq);
+    function liquidatableAccounts() external view returns (address[] memory accounts);
     function stateDigest() external view returns (bytes32 digest);
 }

@@ -52,6 +52,9 @@ COMMANDS: list[tuple[type, type | None]] = [
     (ex.SetMarketStatus, ex.StatusResult),
     (ex.SetOraclePrice, ex.OracleResult),
     (ex.RepayLoan, ex.RepayResult),
+    (ex.SetDeriskPolicy, ex.DeriskPolicyResult),
+    (ex.ClearDeriskPolicy, ex.DeriskPolicyResult),
+    (ex.Liquidate, ex.LiquidateResult),
 ]
 SYSTEM_COMMANDS = ("ExpireOrders", "Tick")
 
@@ -460,6 +463,12 @@ def _margin(rt: ExchangeRuntime, data: bytes) -> bytes:
     return b"".join(abi.word(v) for v in (m.equity, m.available_open, m.available_liq, m.naive_open, m.naive_liq))
 
 
+def _liquidatable(rt: ExchangeRuntime, data: bytes) -> bytes:
+    from eth_abi import encode as abi_encode
+
+    return abi_encode(["address[]"], [list(rt.engine.liquidatable_accounts())])
+
+
 def _state_digest(rt: ExchangeRuntime, data: bytes) -> bytes:
     return rt.engine.state_digest()
 
@@ -480,6 +489,7 @@ VIEWS = [
          "int256 size, int256 entryValue, int256 unrealizedPnl, int256 pendingFunding", _position),
     View("margin(address account)",
          "int256 equity, int256 availableOpen, int256 availableLiq, uint256 naiveOpen, uint256 naiveLiq", _margin),
+    View("liquidatableAccounts()", "address[] memory accounts", _liquidatable),
     View("stateDigest()", "bytes32 digest", _state_digest),
 ]
 

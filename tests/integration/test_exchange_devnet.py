@@ -185,3 +185,46 @@ def test_perpetuals_oracle_and_margin_on_chain(devnet_factory):
     assert send(w3, ex.functions.setOraclePrice(WETH, 3100 * 10**6), oracle).status == 1
     assert ex.functions.position(long_, eth_perp).call()[2] == 100 * 10**6
     assert ex.functions.position(short, eth_perp).call()[2] == -100 * 10**6
+
+
+def test_a_derisk_policy_then_a_liquidation_on_chain(devnet_factory):
+    """The trader's own policy reduces its position when its margin runs low; an
+    account without one is liquidated by anyone once its liquidation margin is gone."""
+    node = devnet_factory("--block-time", "0.2")
+    w3 = Web3(Web3.HTTPProvider(node.url))
+    ex = exchange_contract(w3)
+    maker, careful, reckless, bidder, oracle = (w3.eth.accounts[i] for i in (3, 4, 5, 6, 9))
+    eth_perp = 2
+    assert send(w3, ex.functions.setOraclePrice(WETH, 3000 * 10**6), oracle).status == 1
+    for account, usdc in ((maker, 10_000), (careful, 1_000), (reckless, 1_000), (bidder, 20_000)):
+        assert send(w3, ex.functions.deposit(USDC, usdc * 10**6), account).status == 1
+    assert send(w3, ex.functions.placeLimit(eth_perp, 1, PRICE, 2_000 * LOT), maker).status == 1
+    for account in (careful, reckless):
+        assert send(w3, ex.functions.placeLimit(eth_perp, 0, PRICE, 1_000 * LOT), account).status == 1
+    # careful: "if my liquidation-level margin falls below 500 USDC, close half my ETH-PERP".
+    rules = [2, 0, 500 * 10**6, 2, eth_perp, 500_000]
+    receipt = send(w3, ex.functions.setDeriskPolicy(rules), careful)
+    assert receipt.status == 1
+    assert ex.events.DeriskPolicySet().process_receipt(receipt, errors=DISCARD)[0].args.rules == rules
+    # Someone bids for ETH-PERP below the market: the liquidity the unwinds will hit.
+    assert send(w3, ex.functions.placeLimit(eth_perp, 0, 2_490_000, 3_000 * LOT), bidder).status == 1
+    assert send(w3, ex.functions.setOraclePrice(WETH, 2500 * 10**6), oracle).status == 1
+    # The policy runs in the next block's tick, for careful only.
+    wait_until(lambda: ex.functions.position(careful, eth_perp).call()[0] < 10**18, timeout=20)
+    assert ex.functions.position(careful, eth_perp).call()[0] >= 0
+    assert ex.functions.position(reckless, eth_perp).call()[0] == 10**18
+    # Not liquidatable yet: liquidation is refused with NOT_LIQUIDATABLE (55).
+    with pytest.raises(ContractCustomError) as caught:
+        ex.functions.liquidate(reckless).call({"from": bidder})
+    assert decode(["uint32", "string"], bytes.fromhex(str(caught.value.data)[2:])[4:])[0] == 55
+    assert send(w3, ex.functions.setOraclePrice(WETH, 2200 * 10**6), oracle).status == 1
+    assert reckless in ex.functions.liquidatableAccounts().call()
+    receipt = send(w3, ex.functions.liquidate(reckless), bidder)
+    assert receipt.status == 1
+    (done,) = ex.events.AccountLiquidated().process_receipt(receipt, errors=DISCARD)
+    assert (done.args.liquidator, done.args.account, done.args.shortfall) == (bidder, reckless, 0)
+    assert ex.functions.position(reckless, eth_perp).call()[0] == 0
+    assert ex.functions.balanceOf(reckless, WETH).call() == [0, 0]
+    # The reward is at most 1 % of what the account kept.
+    reward = done.args.reward
+    assert 0 < reward <= (done.args.remaining + reward) // 100

@@ -1,0 +1,838 @@
+"""Solvency: the account index, de-risk policies, liquidation and defaults.
+
+``Solvency`` (one per engine, ``engine._parts["solvency"]``: Engine keeps
+fewer than 30 attributes) owns four things.
+
+**The account index.** A ``risk.ThresholdIndex`` over the accounts with
+exposure (a perp position, a loan, a negative balance) or a de-risk policy.
+Each account's bands are the intersection of ``safe_band`` at the
+liquidation level (floor 0) and, per policy rule, the band in which its
+condition cannot hold (AVAILABLE_*_BELOW x: ``safe_band(level, floor=x-1)``;
+MARK_ABOVE y: price <= y; MARK_BELOW y: price >= y). Accounts are *marked*,
+never re-evaluated, when commands change them: the marks are read off the
+objects the engine already journals (an Account, Position or Loan whose undo
+``snap`` epoch is newer than the last batch), collected from
+``engine._dirty`` when the digest is taken and at each batch - nothing is
+added to the spot hot path. A batch re-bands every marked account:
+
+    SetOraclePrice(asset, new)            (our wrapper of perps' handler)
+      validate -> batch re-band (old prices) -> price set
+      -> index.crossed(asset, old, new) -> evaluate only those accounts:
+         available_liq <= 0  -> flagged liquidatable (AccountLiquidatable)
+         a policy condition holds -> queued for the next Tick
+         new bands
+    Tick (the last block hook)
+      median-mark perp markets whose mark moved since the last Tick: crossed
+      accounts of their underlying; batch re-band; run the queued policies.
+
+The bands do not foresee drift that changes no object (funding index steps,
+interest accrual): such an account is looked at again on its next touch,
+its next crossing, or by Liquidate itself, which always evaluates on the spot.
+
+**De-risk policies.** ``SetDeriskPolicy(account, rules)``: at most
+``MAX_DERISK_RULES`` rules, each 6 ints (``DeriskRule``; the command takes
+them flat, so the ABI is ``uint256[]`` of length 6 x rules). At each Tick the
+queued accounts (sorted by address) run their rules in the trader's order;
+each action runs only if its rule's condition holds at that moment (after
+the earlier actions), inside a checkpoint, and is kept only if it did
+something and did not raise the opening-level scenario loss (reduce-only);
+otherwise it is reverted with ``DeriskActionSkipped``. Orders placed by
+actions are IOC at a bounded price: mark -+ the asset's ``shock_liq``, on the
+tick grid, rounded toward the mark. An account is queued again for the next
+block only if an action was taken and a condition still holds.
+
+**Liquidation.** ``Liquidate(liquidator, account)``: only when the account's
+liquidation-level available margin is <= 0 at that moment. Inside a
+checkpoint: cancel its orders; per non-quote asset repay its loans in that
+asset from what it holds and sell the rest on the asset's spot market;
+close every perp position; buy back what is still owed in non-quote assets
+(as far as its quote affords) and repay; repay quote loans. The liquidator
+gets ``liquidation_reward`` ppm of the quote left (floor), only if no debt
+is left. If the books cannot absorb the unwind within the price bound (or a
+needed market is not ACTIVE / has no price) the command is rejected
+(LIQUIDATION_BLOCKED) and nothing changes. Sub-lot dust of an asset cannot be
+sold and stays; loans the account *lent* are claims with a term and stay.
+
+**Defaults.** Debt left after the unwind (no auto-deleveraging): a negative
+quote balance is first turned into loans (``margin.borrow``, at the book's
+best offers, when exchange/margin.py is there), then per asset the unpaid
+owed amount is written off the lenders' claims pro rata
+(``lending.share_default``): ``AccountDefaulted`` per asset, ``DefaultShared``
+per loan cut. A negative balance no lender could take stays on the account
+(reported in ``AccountDefaulted``).
+
+Errors (errors.Reason): NOT_LIQUIDATABLE 55, NOTHING_TO_LIQUIDATE 56,
+TOO_MANY_DERISK_RULES 57, INVALID_DERISK_RULE 58, LIQUIDATION_BLOCKED 59.
+
+State: per account a ``Watch`` (policy, flagged, queued - digest tag ``W`` -
+and its bands, a cache left out of digest and bytes; journalled); the marks and the last batch epoch (journalled, not in
+the digest, not persisted: a restored engine re-bands every exposed account
+at its first batch). ``state()`` / ``load_state()`` persist the watches and
+the last median marks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sortedcontainers import SortedSet
+
+from .accounts import Account
+from .book import Order
+from .commands import CancelAll, ClearDeriskPolicy, DeriskPolicyResult, Liquidate, LiquidateResult, SetDeriskPolicy
+from .commands import SetOraclePrice
+from .errors import ExchangeError, Reason
+from .events import (
+    AccountDefaulted, AccountLiquidatable, AccountLiquidated, DeriskActionSkipped, DeriskActionTaken,
+    DeriskPolicySet, OrderAccepted, OrderCancelled,
+)
+from .lending import Loan
+from .perps import Position
+from .risk import LIQ, OPEN, PPM, UNBOUNDED, ThresholdIndex
+from .types import FEE_SCALE, CancelReason, MarketKind, MarketStatus, MarkMethod, OrderType, SelfTradePrevention
+from .types import Side, TimeInForce
+
+MAX_DERISK_RULES = 8
+RULE_WIDTH = 6  # ints per rule in SetDeriskPolicy.rules
+
+# conditions
+AVAILABLE_OPEN_BELOW = 1  # subject 0, threshold: quote units
+AVAILABLE_LIQ_BELOW = 2  # subject 0, threshold: quote units
+MARK_ABOVE = 3  # subject: perp market id, threshold: price per whole token
+MARK_BELOW = 4
+# actions
+CANCEL_ALL = 1  # target 0, amount 0
+REDUCE_PERP = 2  # target: perp market id, amount: fraction of the position in ppm (1..1e6)
+SELL_SPOT = 3  # target: asset id, amount: asset units at most
+REPAY_LOANS = 4  # target: asset id, amount 0
+
+# DeriskActionSkipped.reason
+SKIP_NOTHING_TO_DO = 1
+SKIP_WOULD_INCREASE_RISK = 2
+SKIP_NOT_EXECUTABLE = 3  # market not active, no price, an order rejected
+
+
+@dataclass(slots=True, frozen=True)
+class DeriskRule:
+    """One rule: when ``condition`` holds, do ``action``."""
+
+    condition: int
+    subject: int  # MARK_*: the perp market; else 0
+    threshold: int  # AVAILABLE_*: quote units; MARK_*: quote units per whole token
+    action: int
+    target: int  # REDUCE_PERP: perp market; SELL_SPOT / REPAY_LOANS: asset id; else 0
+    amount: int  # REDUCE_PERP: ppm of the position; SELL_SPOT: asset units; else 0
+
+    def flat(self) -> tuple:
+        return (self.condition, self.subject, self.threshold, self.action, self.target, self.amount)
+
+
+def flatten_rules(rules) -> tuple:
+    """DeriskRules (or already flat ints) -> the command's flat tuple."""
+    out: list = []
+    for r in rules:
+        if isinstance(r, DeriskRule):
+            out.extend(r.flat())
+        else:
+            out.append(r)
+    return tuple(out)
+
+
+class Watch:
+    """One account's entry: its policy, liquidatable flag, queue flag, bands."""
+
+    __slots__ = ("address", "policy", "flagged", "queued", "bands", "snap", "digest_term")
+
+    def __init__(self, address: bytes) -> None:
+        self.address = address
+        self.policy: tuple = ()  # DeriskRules
+        self.flagged = False
+        self.queued = False
+        self.bands: dict = {}  # asset id -> (lo, hi)
+        self.snap = -1
+        self.digest_term = 0
+
+    def fields(self) -> tuple:
+        return (self.policy, self.flagged, self.queued, dict(self.bands))
+
+    def digest_encoding(self) -> bytes | None:
+        # The bands are a cache (a restored engine re-bands): not committed to.
+        if not self.policy and not self.flagged and not self.queued:
+            return None
+        return b"W%b|%b" % (self.address, repr((flatten_rules(self.policy), self.flagged,
+                                                   self.queued)).encode())
+
+
+class Marks:
+    """The accounts to re-band at the next batch, and the epoch of the last batch."""
+
+    __slots__ = ("pending", "last_batch", "last_marks", "digest_term")
+
+    def __init__(self) -> None:
+        self.pending: set = set()
+        self.last_batch = 0
+        self.last_marks: dict = {}  # median-mark perp market id -> mark at the last Tick
+        self.digest_term = 0
+
+    def digest_encoding(self) -> None:
+        return None  # a cache of what the history determines; persisted, not committed to
+
+
+class Solvency:
+    __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading")
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.index = ThresholdIndex()
+        self.watches: dict = {}  # address -> Watch
+        self.liquidatable = SortedSet()  # addresses flagged
+        self.queue = SortedSet()  # addresses whose policy runs at the next Tick
+        self.marks = Marks()
+        self.evaluations = 0  # accounts evaluated by batches and crossings (a counter for tests / metrics)
+        self.loading = False
+
+    # ==== wiring ==========================================================
+
+    def setup(self) -> None:
+        """Called at the end of Engine.__init__: registers the commands, wraps
+        perps' SetOraclePrice handler, appends the Tick hook (last)."""
+        engine = self.engine
+        perps_handler = engine._handlers[SetOraclePrice]
+        engine._handlers[SetOraclePrice] = lambda c, ctx: self.set_oracle_price(perps_handler, c, ctx)
+        engine._handlers[SetDeriskPolicy] = self.set_policy
+        engine._handlers[ClearDeriskPolicy] = self.clear_policy
+        engine._handlers[Liquidate] = self.liquidate
+        engine._block_hooks.append(self.on_block)
+
+    # ==== journalling =====================================================
+
+    def _watch(self, address: bytes) -> Watch:
+        w = self.watches.get(address)
+        if w is None:
+            w = self.watches[address] = Watch(address)
+        engine = self.engine
+        if w.snap != engine._epoch:
+            w.snap = engine._epoch
+            engine._log.append((self._restore_watch, w, w.fields()))
+        engine._dirty.add(w)
+        return w
+
+    def _restore_watch(self, w: Watch, fields: tuple) -> None:
+        w.policy, w.flagged, w.queued, bands = fields
+        self._apply_flags(w, bands)
+
+    def _apply_flags(self, w: Watch, bands: dict) -> None:
+        """Bring the sorted sets and the index in line with ``w``."""
+        a = w.address
+        if w.flagged:
+            self.liquidatable.add(a)
+        else:
+            self.liquidatable.discard(a)
+        if w.queued:
+            self.queue.add(a)
+        else:
+            self.queue.discard(a)
+        w.bands = dict(bands)
+        if bands:
+            self.index.set(a, bands)
+        else:
+            self.index.discard(a)
+
+    def _snap_marks(self) -> None:
+        m = self.marks
+        self.engine._log.append((_restore_marks, m, set(m.pending), m.last_batch, dict(m.last_marks)))
+        self.engine._dirty.add(m)
+
+    # ==== marks ===========================================================
+
+    def note(self, objects) -> None:
+        """Mark the accounts of changed objects (Account, Position, Loan) whose
+        journal epoch is newer than the last batch. Called by
+        Engine.state_digest before it clears its dirty set, and by batches."""
+        if self.loading:
+            return
+        last = self.marks.last_batch
+        add = self.marks.pending.add
+        for obj in objects:
+            cls = obj.__class__
+            if cls is Account:
+                if obj.snap > last and obj.exists:
+                    add(obj.address)
+            elif cls is Position:
+                if obj.snap > last:
+                    add(obj.account.address)
+            elif cls is Loan:
+                if obj.snap > last:
+                    add(obj.lender.address)
+                    add(obj.borrower.address)
+
+    def _take_marks(self) -> list:
+        engine = self.engine
+        self.note(engine._dirty)
+        m = self.marks
+        self._snap_marks()
+        pending = sorted(m.pending)
+        m.pending = set()
+        m.last_batch = engine._epoch
+        return pending
+
+    # ==== evaluation ======================================================
+
+    def _exposed(self, a) -> bool:
+        if a.loans:
+            for loan in a.loans.values():
+                if loan.borrower is a:
+                    return True
+        for pos in a.positions.values():
+            if pos.size:
+                return True
+        q = self._quote_index()
+        return a.available[q] < 0
+
+    def _quote_index(self) -> int:
+        return self.engine._asset_index[self._model().quote]
+
+    def _model(self):
+        return self.engine._perps.risk_model()
+
+    def _evaluate(self, a, now: int):
+        """(Margin, Portfolio, prices) of ``a`` now, open orders not assumed."""
+        perps = self.engine._perps
+        portfolio, prices = perps.portfolio_of(a, now, None, None, False)
+        return perps._evaluate(self._model(), portfolio, prices), portfolio, prices
+
+    def _mark_of(self, market_id: int):
+        """(asset id, mark per token) of a perp market; None without a price."""
+        engine = self.engine
+        m = engine._markets.get(market_id)
+        if m is None or m.kind is not MarketKind.PERP:
+            return None
+        mark = engine._perps.mark_price(m)
+        if mark is None:
+            return None
+        return engine._asset_ids[m.base], mark
+
+    def _holds(self, rule: DeriskRule, margin) -> bool:
+        c = rule.condition
+        if c == AVAILABLE_OPEN_BELOW:
+            return margin.available_open < rule.threshold
+        if c == AVAILABLE_LIQ_BELOW:
+            return margin.available_liq < rule.threshold
+        found = self._mark_of(rule.subject)
+        if found is None:
+            return False
+        if c == MARK_ABOVE:
+            return found[1] > rule.threshold
+        return found[1] < rule.threshold
+
+    def reband(self, address: bytes, now: int, events: list, requeue: bool = True) -> None:
+        """Evaluate one account: its liquidatable flag, its queue flag (a policy
+        condition holds), its bands in the index."""
+        engine = self.engine
+        a = engine._accounts.get(address)
+        w = self.watches.get(address)
+        policy = w.policy if w is not None else ()
+        exposed = a is not None and a.exists and self._exposed(a)
+        if not exposed and not policy:
+            if w is not None and (w.flagged or w.queued or w.bands):
+                w = self._watch(address)
+                w.flagged = w.queued = False
+                self._apply_flags(w, {})
+            return
+        self.evaluations += 1
+        try:
+            margin, portfolio, prices = self._evaluate(a, now)
+        except ExchangeError:  # an asset without a price: looked at again when one arrives
+            return
+        model = self._model()
+        bands: dict = {}
+        if exposed:
+            bands = model.safe_band(portfolio, prices, LIQ, 0, margin)
+        flagged = exposed and margin.available_liq <= 0
+        holds = False
+        for rule in policy:
+            if self._holds(rule, margin):
+                holds = True
+            c = rule.condition
+            if c == AVAILABLE_OPEN_BELOW or c == AVAILABLE_LIQ_BELOW:
+                extra = model.safe_band(portfolio, prices, OPEN if c == AVAILABLE_OPEN_BELOW else LIQ,
+                                        rule.threshold - 1, margin)
+            else:
+                found = self._mark_of(rule.subject)
+                if found is None:
+                    continue
+                asset, mark = found
+                p = prices.get(asset, mark)
+                if (c == MARK_ABOVE and mark > rule.threshold) or (c == MARK_BELOW and mark < rule.threshold):
+                    extra = {asset: (p, p)}
+                elif c == MARK_ABOVE:
+                    extra = {asset: (0, rule.threshold)}
+                else:
+                    extra = {asset: (rule.threshold, UNBOUNDED)}
+            for asset, (lo, hi) in extra.items():
+                was = bands.get(asset)
+                bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
+        queued = holds and requeue
+        if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
+            return
+        w = self._watch(address)
+        if flagged and not w.flagged:
+            events.append(AccountLiquidatable(address, margin.available_liq))
+        w.flagged = flagged
+        w.queued = queued or w.queued
+        self._apply_flags(w, bands)
+
+    def _batch(self, now: int, events: list, extra=()) -> None:
+        for address in sorted(set(self._take_marks()) | set(extra)):
+            self.reband(address, now, events)
+
+    # ==== SetOraclePrice ==================================================
+
+    def set_oracle_price(self, perps_handler, c: SetOraclePrice, ctx):
+        engine = self.engine
+        # The checks of perps' handler first: a rejected command changes nothing.
+        if c.account != engine.config.oracle:
+            raise ExchangeError(Reason.NOT_AUTHORIZED)
+        index = engine._asset_index.get(c.asset)
+        if index is None:
+            raise ExchangeError(Reason.UNKNOWN_ASSET)
+        if c.price.__class__ is not int or c.price <= 0:
+            raise ExchangeError(Reason.INVALID_PRICE)
+        now = ctx.timestamp
+        old = engine._perps.oracle.prices[index]
+        events: list = []
+        self._batch(now, events)
+        result, price_events = perps_handler(c, ctx)
+        if old:
+            crossed = self.index.crossed(c.asset, old, c.price)
+        else:  # the first price of an asset: every exposed account may hold it (once per asset)
+            crossed = sorted(addr for addr, a in engine._accounts.items()
+                             if addr in self.watches or self._exposed(a))
+        for address in crossed:
+            self.reband(address, now, events)
+        return result, price_events + events
+
+    # ==== the Tick hook ===================================================
+
+    def on_block(self, ctx, events: list) -> None:
+        engine = self.engine
+        now = ctx.timestamp
+        extra: set = set()
+        marks = self.marks
+        for mid in sorted(engine._perps.markets):
+            m = engine._markets[mid]
+            if m.config.mark is not MarkMethod.MEDIAN:
+                continue
+            mark = engine._perps.mark_price(m)
+            last = marks.last_marks.get(mid)
+            if mark is not None and last is not None and mark != last:
+                extra.update(self.index.crossed(engine._asset_ids[m.base], last, mark))
+            if mark != last and mark is not None:
+                self._snap_marks()
+                marks.last_marks[mid] = mark
+        self._batch(now, events, extra)
+        for address in list(self.queue):
+            self._run_policy(address, ctx, events)
+
+    # ==== de-risk policies ================================================
+
+    def set_policy(self, c: SetDeriskPolicy, ctx):
+        rules = parse_rules(c.rules, self.engine)
+        engine = self.engine
+        engine._account_for(c.account)
+        w = self._watch(c.account)
+        w.policy = rules
+        self._apply_flags(w, w.bands)
+        self.marks.pending.add(c.account)  # banded at the next batch (journalled: see _take_marks)
+        engine._log.append((_unmark, self.marks, c.account))
+        return DeriskPolicyResult(len(rules)), [DeriskPolicySet(c.account, flatten_rules(rules))]
+
+    def clear_policy(self, c: ClearDeriskPolicy, ctx):
+        w = self.watches.get(c.account)
+        if w is not None and w.policy:
+            w = self._watch(c.account)
+            w.policy = ()
+            w.queued = False
+            self._apply_flags(w, w.bands)
+            self.marks.pending.add(c.account)
+            self.engine._log.append((_unmark, self.marks, c.account))
+        return DeriskPolicyResult(0), [DeriskPolicySet(c.account, ())]
+
+    def _run_policy(self, address: bytes, ctx, events: list) -> None:
+        engine = self.engine
+        now = ctx.timestamp
+        w = self._watch(address)
+        w.queued = False
+        self._apply_flags(w, w.bands)
+        a = engine._accounts.get(address)
+        if a is None:
+            return
+        taken = False
+        for i, rule in enumerate(w.policy):
+            try:
+                margin = self._evaluate(a, now)[0]
+            except ExchangeError:
+                return
+            if not self._holds(rule, margin):
+                continue
+            before = margin.loss_open
+            token = engine.checkpoint()
+            action_events: list = []
+            try:
+                amount = self._act(a, rule, ctx, action_events)
+            except ExchangeError:
+                engine.revert(token)
+                events.append(DeriskActionSkipped(address, i, rule.action, SKIP_NOT_EXECUTABLE))
+                continue
+            if not amount:
+                engine.revert(token)
+                events.append(DeriskActionSkipped(address, i, rule.action, SKIP_NOTHING_TO_DO))
+                continue
+            try:
+                after = self._evaluate(a, now)[0].loss_open
+            except ExchangeError:
+                after = before + 1
+            if after > before:
+                engine.revert(token)
+                events.append(DeriskActionSkipped(address, i, rule.action, SKIP_WOULD_INCREASE_RISK))
+                continue
+            engine.commit(token)
+            events.extend(action_events)
+            events.append(DeriskActionTaken(address, i, rule.action, rule.target, amount))
+            taken = True
+        # Re-evaluated now (the actions changed it): queued again only if an
+        # action was taken and a condition still holds.
+        self.reband(address, now, events, requeue=taken)
+
+    def _act(self, a, rule: DeriskRule, ctx, events: list) -> int:
+        engine = self.engine
+        now = ctx.timestamp
+        action = rule.action
+        if action == CANCEL_ALL:
+            result, cancel_events = engine._cancel_all(CancelAll(a.address), ctx)
+            events.extend(cancel_events)
+            return result.cancelled
+        if action == REDUCE_PERP:
+            m = engine._markets[rule.target]
+            pos = a.positions.get(m.id)
+            size = pos.size if pos is not None else 0
+            lots = abs(size) * rule.amount // PPM // m.lot_size
+            if not lots:
+                return 0
+            side = Side.SELL if size > 0 else Side.BUY
+            return self._take(m, a, side, lots, now, events) * m.lot_size
+        if action == SELL_SPOT:
+            index = engine._asset_index[rule.target]
+            m = self._spot_market(index)
+            if m is None:
+                raise ExchangeError(Reason.LIQUIDATION_BLOCKED, "no spot market")
+            lots = min(rule.amount, a.available[index]) // m.lot_size
+            if not lots:
+                return 0
+            return self._take(m, a, Side.SELL, lots, now, events) * m.lot_size
+        if action == REPAY_LOANS:
+            return self._repay(a, engine._asset_index[rule.target], now, events)
+        return 0
+
+    # ==== orders the engine places for an account ========================
+
+    def _spot_market(self, asset: int):
+        engine = self.engine
+        q = self._quote_index()
+        for mid in sorted(engine._markets):
+            m = engine._markets[mid]
+            if m.kind is MarketKind.SPOT and m.base == asset and m.quote == q:
+                return m
+        return None
+
+    def _bound(self, m, side) -> int:
+        """The worst price per lot of an engine order: mark -+ shock_liq, on
+        the tick grid, rounded toward the mark."""
+        engine = self.engine
+        if m.status is not MarketStatus.ACTIVE:
+            raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"market {m.id} not active")
+        if m.kind is MarketKind.PERP:
+            mark = engine._perps.mark_price(m)
+        else:
+            mark = engine._perps.oracle.prices[m.base] or None
+        if mark is None:
+            raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"market {m.id} has no price")
+        shock = engine.config.assets[m.base].shock_liq
+        scale = PPM * 10**engine._perps.decimals[m.base]
+        tick = m.tick_size
+        if side == Side.SELL:
+            per_lot = -(-mark * (PPM - shock) * m.lot_size // scale)
+            price = -(-per_lot // tick) * tick
+        else:
+            per_lot = mark * (PPM + shock) * m.lot_size // scale
+            price = per_lot // tick * tick
+        return max(price, tick)
+
+    def _take(self, m, a, side, lots: int, now: int, events: list) -> int:
+        """An IOC of ``lots`` for ``a`` at the bounded price, past the
+        pre-trade checks (the engine acts for the account: no margin check,
+        and a perp fee hold may take its free quote below zero); returns the
+        lots filled."""
+        engine = self.engine
+        price = self._bound(m, side)
+        clearing = m.clearing
+        if m.kind is MarketKind.SPOT and side == Side.BUY:
+            per = price + -(-price * m.max_fee // FEE_SCALE)
+            lots = min(lots, max(0, a.available[m.quote]) // per)
+            if not lots:
+                return 0
+        order_id = engine._next_order_id
+        engine._next_order_id = order_id + 1
+        seq = engine._next_seq
+        engine._next_seq = seq + 1
+        o = Order(order_id, a, m.id, side, price, lots, 0, SelfTradePrevention.CANCEL_INCOMING, 0, seq)
+        asset, hold = clearing.hold_for(m, side, price, lots, True)
+        if m.kind is MarketKind.SPOT and a.available[asset] < hold:
+            raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+        engine._snap(a)
+        a.available[asset] -= hold
+        a.reserved[asset] += hold
+        o.reserved = hold
+        engine._dirty.add(a)
+        quantity = lots * m.lot_size
+        events.append(OrderAccepted(order_id, a.address, m.id, side, price, quantity, TimeInForce.IOC,
+                                    OrderType.LIMIT, 0, 0))
+        outcomes, stopped = m.book.match(o, now)
+        filled = clearing.settle(m, o, outcomes, events, now)
+        clearing.release(m, o)
+        if o.remaining:
+            events.append(OrderCancelled(order_id, a.address, m.id, side, price, o.remaining * m.lot_size,
+                                         CancelReason.LIQUIDATION))
+        return filled
+
+    def _repay(self, a, asset: int, now: int, events: list) -> int:
+        """Repay ``a``'s borrowed loans in ``asset`` (by id) from its free balance."""
+        lending = self.engine.lending
+        paid = 0
+        for loan_id in sorted(a.loans):
+            loan = a.loans.get(loan_id)
+            if loan is None or loan.borrower is not a or loan.asset != asset:
+                continue
+            pay = min(loan.owed(now), a.available[asset])
+            if pay <= 0:
+                break
+            lending._touch(loan, now)
+            i, p = lending._pay(loan, pay, now, events, at_maturity=False)
+            paid += i + p
+        return paid
+
+    def _owed(self, a, asset: int, now: int) -> int:
+        return sum(loan.owed(now) for loan in a.loans.values() if loan.borrower is a and loan.asset == asset)
+
+    # ==== Liquidate =======================================================
+
+    def liquidate(self, c: Liquidate, ctx):
+        engine = self.engine
+        a = engine._accounts.get(c.account)
+        if a is None or not self._exposed(a):
+            raise ExchangeError(Reason.NOTHING_TO_LIQUIDATE)
+        now = ctx.timestamp
+        margin = self._evaluate(a, now)[0]
+        if margin.available_liq > 0:
+            raise ExchangeError(Reason.NOT_LIQUIDATABLE, f"available margin {margin.available_liq}")
+        token = engine.checkpoint()
+        events: list = []
+        try:
+            result = self._unwind(a, c.liquidator, ctx, events)
+        except ExchangeError:
+            engine.revert(token)
+            raise
+        engine.commit(token)
+        return result, events
+
+    def _unwind(self, a, liquidator: bytes, ctx, events: list) -> LiquidateResult:
+        engine = self.engine
+        now = ctx.timestamp
+        q = self._quote_index()
+        ids = engine._asset_ids
+        for oid in sorted(a.open_orders):
+            o = a.open_orders[oid]
+            if engine._markets[o.market].status is MarketStatus.HALTED:
+                raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"market {o.market} halted")
+            events.extend(engine._cancel_one(o, CancelReason.LIQUIDATION)[1])
+        # 1. non-quote holdings: repay that asset's loans, sell the rest
+        for i in range(engine._n_assets):
+            if i == q or not a.available[i]:
+                continue
+            self._repay(a, i, now, events)
+            if a.available[i] <= 0:
+                continue
+            m = self._spot_market(i)
+            if m is None:
+                continue  # nothing to sell it on: it stays
+            lots = a.available[i] // m.lot_size
+            if lots and self._take(m, a, Side.SELL, lots, now, events) < lots:
+                raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"spot market {m.id} too thin")
+        # 2. perp positions
+        for mid in sorted(a.positions):
+            pos = a.positions[mid]
+            if not pos.size:
+                continue
+            m = engine._markets[mid]
+            lots = abs(pos.size) // m.lot_size
+            side = Side.SELL if pos.size > 0 else Side.BUY
+            if self._take(m, a, side, lots, now, events) < lots:
+                raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"perp market {mid} too thin")
+        # 3. debts in non-quote assets: buy them back with quote, repay
+        for i in range(engine._n_assets):
+            if i == q:
+                continue
+            owed = self._owed(a, i, now)
+            if not owed:
+                continue
+            m = self._spot_market(i)
+            need = -(-(owed - max(0, a.available[i])) // m.lot_size) if m is not None else 0
+            if need > 0:
+                price = self._bound(m, Side.BUY)
+                affordable = max(0, a.available[q]) // (price + -(-price * m.max_fee // FEE_SCALE))
+                want = min(need, affordable)
+                if want and self._take(m, a, Side.BUY, want, now, events) < want:
+                    raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"spot market {m.id} too thin")
+        # 4. a negative quote balance (perp losses) into loans, where lenders offer
+        shortfall_total = 0
+        if a.available[q] < 0:
+            margin_part = engine._parts.get("margin")
+            if margin_part is not None and hasattr(margin_part, "borrow"):
+                margin_part.borrow(a, q, -a.available[q], now, events)
+        # 5. per asset: what cannot be paid is written off the lenders' claims pro
+        #    rata first (so no lender is paid ahead of another), then the rest is repaid
+        for i in range(engine._n_assets):
+            owed = self._owed(a, i, now)
+            have = max(0, a.available[i])
+            cut = owed - have if owed > have else 0
+            if cut:
+                engine.lending.share_default(a, i, cut, now, events)
+            if owed:
+                self._repay(a, i, now, events)
+            negative = -a.available[i] if a.available[i] < 0 else 0
+            if cut or negative:
+                shortfall_total += cut + negative
+                events.append(AccountDefaulted(a.address, ids[i], cut + negative, negative))
+        # 6. the reward, from what remains, only if nothing is owed
+        remaining = a.available[q]
+        reward = 0
+        if not shortfall_total and remaining > 0:
+            reward = remaining * engine.config.liquidation_reward // PPM
+            if reward:
+                who = engine._account_for(liquidator)
+                engine._snap(a)
+                engine._snap(who)
+                a.available[q] -= reward
+                who.available[q] += reward
+                engine._dirty.add(a)
+                engine._dirty.add(who)
+                remaining -= reward
+        w = self._watch(a.address)
+        w.flagged = False
+        self._apply_flags(w, w.bands)
+        remaining = max(0, remaining)
+        events.append(AccountLiquidated(liquidator, a.address, reward, remaining, shortfall_total))
+        return LiquidateResult(a.address, reward, remaining, shortfall_total)
+
+    # ==== views ===========================================================
+
+    def liquidatable_accounts(self) -> list:
+        return list(self.liquidatable)
+
+    def policy(self, address: bytes) -> tuple:
+        w = self.watches.get(address)
+        return tuple(w.policy) if w is not None else ()
+
+    # ==== persistence =====================================================
+
+    def state(self):
+        watches = [(addr, flatten_rules(w.policy), w.flagged, w.queued)
+                   for addr, w in sorted(self.watches.items()) if w.digest_encoding() is not None]
+        m = self.marks
+        return (watches, sorted(m.last_marks.items()))
+
+    def load_state(self, state) -> None:
+        watches, last_marks = state
+        engine = self.engine
+        for addr, flat, flagged, queued in watches:
+            w = Watch(addr)
+            w.policy = parse_rules(flat, engine)
+            w.flagged, w.queued = flagged, queued
+            self.watches[addr] = w
+            self._apply_flags(w, {})
+            engine._dirty.add(w)
+        # The marks are a cache, not state: a restored engine re-bands every
+        # account it may watch at its first batch.
+        self.marks.pending = {addr for addr, a in engine._accounts.items()
+                              if addr in self.watches or self._exposed(a)}
+        self.marks.last_marks = dict(last_marks)
+        self.marks.last_batch = engine._epoch
+
+    def after_load(self) -> None:
+        """Engine.from_bytes, once every part is loaded: what loading marked
+        dirty is not a change (the digest is brought up to date unmarked)."""
+        self.loading = True
+        try:
+            self.engine.state_digest()
+        finally:
+            self.loading = False
+
+
+def parse_rules(flat, engine) -> tuple:
+    """The command's rules (flat ints, 6 per rule, or DeriskRules) ->
+    validated DeriskRules; raises TOO_MANY_DERISK_RULES / INVALID_DERISK_RULE."""
+    flat = flatten_rules(flat)
+    if len(flat) % RULE_WIDTH:
+        raise ExchangeError(Reason.INVALID_DERISK_RULE, f"rules take {RULE_WIDTH} ints each")
+    if len(flat) > RULE_WIDTH * MAX_DERISK_RULES:
+        raise ExchangeError(Reason.TOO_MANY_DERISK_RULES, f"at most {MAX_DERISK_RULES}")
+    rules = []
+    for k in range(0, len(flat), RULE_WIDTH):
+        if any(x.__class__ is not int and not isinstance(x, int) for x in flat[k:k + RULE_WIDTH]):
+            raise ExchangeError(Reason.INVALID_DERISK_RULE, "ints only")
+        r = DeriskRule(*(int(x) for x in flat[k:k + RULE_WIDTH]))
+        _check_rule(r, engine)
+        rules.append(r)
+    return tuple(rules)
+
+
+def _check_rule(r: DeriskRule, engine) -> None:
+    def bad(why: str):
+        raise ExchangeError(Reason.INVALID_DERISK_RULE, why)
+
+    def perp(mid: int) -> bool:
+        m = engine._markets.get(mid)
+        return m is not None and m.kind is MarketKind.PERP
+
+    if r.condition in (AVAILABLE_OPEN_BELOW, AVAILABLE_LIQ_BELOW):
+        if r.subject != 0:
+            bad("margin conditions take subject 0")
+    elif r.condition in (MARK_ABOVE, MARK_BELOW):
+        if not perp(r.subject) or r.threshold <= 0:
+            bad("mark conditions take a perp market and a positive price")
+    else:
+        bad("unknown condition")
+    if r.threshold < 0:
+        bad("negative threshold")
+    if r.action == CANCEL_ALL:
+        if r.target or r.amount:
+            bad("CANCEL_ALL takes no target or amount")
+    elif r.action == REDUCE_PERP:
+        if not perp(r.target) or not 0 < r.amount <= PPM:
+            bad("REDUCE_PERP takes a perp market and 1..1e6 ppm")
+    elif r.action == SELL_SPOT:
+        if r.target not in engine._asset_index or r.amount <= 0:
+            bad("SELL_SPOT takes an asset and a positive amount")
+    elif r.action == REPAY_LOANS:
+        if r.target not in engine._asset_index or r.amount:
+            bad("REPAY_LOANS takes an asset")
+    else:
+        bad("unknown action")
+
+
+def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) -> None:
+    m.pending, m.last_batch, m.last_marks = pending, last_batch, last_marks
+
+
+def _unmark(m: Marks, address: bytes) -> None:
+    m.pending.discard(address)

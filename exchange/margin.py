@@ -1,0 +1,277 @@
+"""The unified account's money rules: automatic borrowing within margin.
+
+One account holds spot, perps and loans, and a balance may go below what the
+account holds: the shortfall is then borrowed from that asset's lending book
+(exchange/lending.py), at the best offers, each offer taken becoming one loan
+at the offer's rate and the market's term. ``AutoBorrowing`` (one per engine,
+``engine._parts["margin"]``, so Engine keeps fewer than 30 attributes) does it
+in three places::
+
+    PlaceOrder (spot, or a perp order's fee hold) whose hold > free balance
+    Withdraw beyond the free balance
+        Engine._place / _withdraw reach their INSUFFICIENT_BALANCE branch
+          -> AutoBorrowing.place / withdraw:
+             checkpoint
+             borrow(shortfall rounded up to whole lots, best rate first, FIFO)
+             margin: the order at its worst-case fill (spot: the whole hold
+                     spent at its limit price for the whole quantity; perps:
+                     PerpClearing.check_order as ever) and the new loans must
+                     leave opening-level available margin >= 0
+                     (withdrawals: PerpClearing.check_withdrawal, which sees
+                     the new debt)
+             re-dispatch the command, which now fits the free balance
+             commit                 -- or revert and re-raise: nothing changed
+    Tick (the block hook, before lending's maturities)
+        an account whose free balance went negative (a perp's realized loss or
+        funding, noted by perps.py through ``owes``) borrows the shortfall the
+        same way, without a margin check (the debt exists already; a loan only
+        gives it a lender and a rate). What the book cannot lend stays
+        negative and is the liquidation path's business (exchange/liquidation.py).
+
+Unpaid interest at maturity is not handled here: lending's maturity hook
+already rolls the shortfall (principal and interest) over against the best
+offers; a loan it cannot roll stays overdue, and its interest keeps accruing
+as a debt of the loan, never as a negative balance.
+
+Spot orders that fit the free balance never come here: part 1's fast path is
+untouched, and they are not margin-checked (they swap one held asset for
+another at the trader's limit price; they create no debt).
+
+Errors (stable codes, errors.Reason):
+    INSUFFICIENT_BALANCE (5)  nothing to borrow from: the asset has no lending
+                              market, its book is not ACTIVE or holds no offer
+                              of another account (part 1's answer stands);
+    BORROW_UNAVAILABLE (51)   the book has offers, but too few to lend the
+                              shortfall;
+    INSUFFICIENT_MARGIN (50)  it could, but the account's opening-level margin
+                              would fall below zero.
+
+State: no state of its own beyond a cache - the set of accounts that may have
+a negative free balance. An entry is only a hint (the Tick re-reads the
+balance); removals are journalled so a reverted Tick finds them again, and
+``load_state`` rebuilds the set from the balances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .clearing import SpotClearing
+from .errors import ExchangeError, Reason
+from .events import AutoBorrowed
+from .lending import interest
+from .types import FEE_SCALE, MarketKind, MarketStatus
+
+BUY = 0
+
+
+class AutoBorrowing:
+    __slots__ = ("engine", "lending_markets", "negative")
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        # asset index -> its lending market (the lowest id if several)
+        self.lending_markets: dict = {}
+        for mid in sorted(engine._markets, reverse=True):
+            m = engine._markets[mid]
+            if m.kind is MarketKind.LENDING:
+                self.lending_markets[m.base] = m
+        self.negative: set = set()  # Accounts that may have a negative free balance (a hint)
+
+    # ==== the engine's INSUFFICIENT_BALANCE branches ======================
+
+    def place(self, c, ctx, market, account, side: int, price: int, lots: int, asset: int, hold: int):
+        """PlaceOrder whose hold exceeds the free balance: borrow the
+        shortfall within margin, then place it. Raises with nothing changed."""
+        if market.kind is MarketKind.LENDING:
+            raise ExchangeError(Reason.INSUFFICIENT_BALANCE)  # an offer lends what the lender has
+        shortfall = hold - account.available[asset]
+        engine = self.engine
+        token = engine.checkpoint()
+        engine._epoch += 1  # fresh undo snapshots: in a Batch, earlier actions snapped this epoch
+        try:
+            events: list = []
+            self._borrow_or_raise(account, asset, shortfall, ctx.timestamp, events)
+            if market.clearing.__class__ is SpotClearing:
+                self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp)
+            # Perp orders: the re-dispatch runs PerpClearing.check_order, whose
+            # portfolio now holds the new loans.
+            result, placed = engine._place(c, ctx)
+        except BaseException:
+            engine.revert(token)
+            raise
+        engine.commit(token)
+        return result, events + placed
+
+    def withdraw(self, c, ctx, account, asset: int):
+        """Withdraw beyond the free balance: borrow the shortfall, then
+        withdraw (PerpClearing.check_withdrawal sees the new debt)."""
+        engine = self.engine
+        token = engine.checkpoint()
+        engine._epoch += 1  # fresh undo snapshots: in a Batch, earlier actions snapped this epoch
+        try:
+            events: list = []
+            self._borrow_or_raise(account, asset, c.amount - account.available[asset], ctx.timestamp, events)
+            result, withdrawn = engine._withdraw(c, ctx)
+        except BaseException:
+            engine.revert(token)
+            raise
+        engine.commit(token)
+        return result, events + withdrawn
+
+    def _borrow_or_raise(self, account, asset: int, shortfall: int, now: int, events: list) -> None:
+        market = self.lending_markets.get(asset)
+        if market is None:
+            raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+        plan = self._plan(market, account, shortfall, now)
+        if plan is None:
+            if not self._plan(market, account, shortfall, now, partial=True):
+                # No offer to take at all: the command stands where part 1 left it.
+                raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+            raise ExchangeError(Reason.BORROW_UNAVAILABLE, f"lending book {market.id} cannot lend {shortfall}")
+        self._execute(market, account, plan, now, events)
+
+    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+        """INSUFFICIENT_MARGIN unless the spot order, filled in full at its
+        limit price paying its worst fee, with the loans just opened, leaves
+        opening-level available margin >= 0 - and so does not filling it at
+        all (the available margin is concave in the filled fraction, so the
+        two ends are the worst cases)."""
+        perps = self.engine._perps
+        model = perps.risk_model()
+        portfolio, prices = perps.portfolio_of(account, now, None, None)
+        unfilled = perps._evaluate(model, portfolio, prices).available_open
+        if unfilled < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
+        ids = self.engine._asset_ids
+        balances = portfolio.balances
+        base, quote = ids[market.base], ids[market.quote]
+        amount = lots * market.lot_size
+        if side == BUY:
+            got, got_amount, paid, paid_amount = base, amount, quote, hold
+        else:
+            notional = price * lots
+            got, got_amount = quote, notional + (-notional * market.max_fee // FEE_SCALE)  # minus ceil(fee)
+            paid, paid_amount = base, amount
+        balances[paid] = balances.get(paid, 0) - paid_amount
+        if got in prices:  # without a price what it buys counts as worth nothing
+            balances[got] = balances.get(got, 0) + got_amount
+        margin = perps._evaluate(model, portfolio, prices)
+        if margin.available_open < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {margin.available_open}")
+
+    # ==== borrowing =======================================================
+
+    def borrow(self, account, asset: int, amount: int, now: int, events: list) -> int:
+        """Borrow up to ``amount`` of asset index ``asset`` for ``account``
+        against the best offers (rounded up to whole lots), no margin check;
+        returns what was borrowed (0 when there is no active book or offer).
+        For the Tick hook and the liquidation path (debt into loans)."""
+        market = self.lending_markets.get(asset)
+        if market is None or amount <= 0:
+            return 0
+        plan = self._plan(market, account, amount, now, partial=True)
+        if not plan:
+            return 0
+        return self._execute(market, account, plan, now, events)
+
+    def _plan(self, market, borrower, amount: int, now: int, partial: bool = False):
+        """[(offer, lots)] that lend ``amount`` rounded up to whole lots, best
+        rate first, FIFO within a rate, skipping the borrower's own and
+        expired offers; None (or, ``partial``, what there is) if the book
+        cannot. Decided before any change, like lending's roll-over."""
+        if market.status is not MarketStatus.ACTIVE:
+            return [] if partial else None
+        need = -(-amount // market.lot_size)
+        plan = []
+        for level in market.book.asks.iter_levels():
+            o = level.head
+            while o is not None and need:
+                if o.account is not borrower and not (o.expires_at and o.expires_at <= now):
+                    take = min(need, o.remaining)
+                    plan.append((o, take))
+                    need -= take
+                o = o.next
+            if not need:
+                break
+        if need and not partial:
+            return None
+        return plan
+
+    def _execute(self, market, borrower, plan, now: int, events: list) -> int:
+        lending = self.engine.lending
+        loans = []
+        borrowed = 0
+        for o, lots in plan:
+            loans.append(lending._take_offer(market, o, lots, borrower, now, events, 0))
+            borrowed += lots * market.lot_size
+        events.append(AutoBorrowed(borrower.address, self.engine._asset_ids[market.base], borrowed, tuple(loans)))
+        return borrowed
+
+    # ==== negative balances: noted by perps, covered at the Tick ==========
+
+    def owes(self, account) -> None:
+        """perps.py: ``account``'s free balance went negative."""
+        self.negative.add(account)
+
+    def on_block(self, ctx, events: list) -> None:
+        """Borrow what each account with a negative free balance owes (by
+        address, assets by index); drop the accounts that no longer owe."""
+        negative = self.negative
+        if not negative:
+            return
+        now = ctx.timestamp
+        log = self.engine._log
+        for account in sorted(negative, key=_address):
+            available = account.available
+            for asset in range(len(available)):
+                if available[asset] < 0:
+                    self.borrow(account, asset, -available[asset], now, events)
+            if min(available) >= 0 or not account.exists:
+                negative.discard(account)
+                log.append((_renote, account, negative))
+
+    # ==== views ===========================================================
+
+    def view(self, address: bytes, now: int) -> "MarginView":
+        engine = self.engine
+        m = engine.margin(address, now, assume_orders=True)
+        base = m.equity - m.deductions
+        return MarginView(m.equity, m.available_open, m.available_liq, m.binding, m.loss_open, m.loss_liq,
+                          m.naive_open, m.naive_liq, base - m.naive_open, base - m.naive_liq, m.deductions)
+
+    # ==== persistence =====================================================
+
+    def state(self):
+        return ()  # nothing of its own: the negative-balance hint is rebuilt on load
+
+    def load_state(self, state) -> None:
+        for a in self.engine._accounts.values():
+            if min(a.available, default=0) < 0:
+                self.negative.add(a)
+
+
+def _address(account) -> bytes:
+    return account.address
+
+
+def _renote(account, negative: set) -> None:
+    negative.add(account)
+
+
+@dataclass(slots=True, frozen=True)
+class MarginView:
+    """The portfolio margin of an account beside naive per-position margin
+    (quote units): what netting saves is ``naive_open - loss_open``."""
+
+    equity: int
+    available_open: int  # equity - deductions - loss_open: new risk needs >= 0
+    available_liq: int  # liquidatable at <= 0
+    binding: tuple | None  # (asset id, move ppm) of the largest single-underlying loss
+    loss_open: int  # the portfolio's scenario loss (netted, correlated)
+    loss_liq: int
+    naive_open: int  # sum over positions of |value| x shock, no netting
+    naive_liq: int
+    naive_available_open: int  # what available margin would be without netting
+    naive_available_liq: int
+    deductions: int  # lent haircut + interest to term of borrowings

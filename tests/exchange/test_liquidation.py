@@ -1,0 +1,300 @@
+"""Liquidation and de-risk policies (exchange/liquidation.py): the account index
+visiting only crossed accounts, policies run in the trader's order, Liquidate
+only at liquidation-level margin <= 0, the capped reward, a default shared pro
+rata by the lenders, conservation, checkpoints and persistence.
+
+Units: ETH-PERP / ETH-USDC lot 0.001 WETH, price per lot (px(3000) = 3000 USDC
+per WETH); oracle prices are USDC units per WHOLE token."""
+
+from __future__ import annotations
+
+import pytest
+
+import exchange as ex
+from exchange import Reason as R
+from exchange import Side
+from exchange import liquidation as lq
+
+from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, events_of, free, px
+
+ETH_USDC, ETH_PERP, USDC_LEND = 0, 2, 4
+DAVE = b"\xd0" * 20
+L1, L2 = b"\x11" * 20, b"\x12" * 20
+RATE = ex.RATE_SCALE
+
+
+def at(t: int) -> ex.Context:
+    return ex.Context(block_number=t, timestamp=t)
+
+
+def place(e, who, market, side, price, qty, ctx=CTX, **kw):
+    return e.apply(ex.PlaceOrder(who, market, side, price, qty, **kw), ctx)
+
+
+def oracle(e, config, price, ctx=CTX):
+    return e.apply(ex.SetOraclePrice(config.oracle, WETH, price), ctx)
+
+
+def conserved(e) -> None:
+    report = e.balance_report()
+    assert report.balanced, report
+    assert e.audit() == []
+
+
+@pytest.fixture
+def perp(config) -> ex.Engine:
+    e = ex.Engine(config)
+    for who in (BOB, CAROL):
+        e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), CTX)
+        e.apply(ex.Deposit(who, WETH, 100 * ETH), CTX)
+    oracle(e, config, 3000 * USD)
+    return e
+
+
+def long_perp(e, who, deposit, size, price=3000):
+    """``who`` deposits ``deposit`` USDC and buys ``size`` ETH-PERP from BOB's resting ask."""
+    e.apply(ex.Deposit(who, USDC, deposit), CTX)
+    place(e, BOB, ETH_PERP, Side.SELL, px(price), size)
+    result, _ = place(e, who, ETH_PERP, Side.BUY, px(price), size, time_in_force=ex.TimeInForce.IOC)
+    assert result.status == ex.OrderStatus.FILLED
+
+
+# ==== Liquidate only at zero ===============================================
+
+
+def price_with_available_liq(e, who, target):
+    """The WETH oracle price at which ``who``'s (1 ETH long, nothing else)
+    liquidation-level available margin is exactly ``target``: available =
+    K + p - ceil(p / 10) (shock_liq 10 %), K read off the current margin."""
+    p0 = e.oracle_price(WETH)
+    k = e.margin(who, CTX.timestamp).available_liq - p0 + -(-p0 // 10)
+    lo, hi = 1, p0
+    while lo < hi:  # smallest p with available >= target (available grows with p)
+        mid = (lo + hi) // 2
+        if k + mid - -(-mid // 10) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def test_not_liquidatable_just_above_zero_then_liquidated_after_the_cross(perp, config):
+    e = perp
+    long_perp(e, ALICE, 1000 * USD, ETH)
+    p1 = price_with_available_liq(e, ALICE, 1)
+    _, events = oracle(e, config, p1)
+    assert e.margin(ALICE, CTX.timestamp).available_liq == 1
+    assert e.liquidatable_accounts() == [] and not events_of(events, ex.AccountLiquidatable)
+    before = (e.state_digest(), e.to_bytes())
+    with pytest.raises(ex.ExchangeError) as info:
+        e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert info.value.reason == R.NOT_LIQUIDATABLE and info.value.code == 55
+    assert (e.state_digest(), e.to_bytes()) == before
+    # one unit lower the margin is zero: the crossing flags it, Liquidate is allowed
+    _, events = oracle(e, config, p1 - 1)
+    assert e.margin(ALICE, CTX.timestamp).available_liq <= 0
+    assert [ev.account for ev in events_of(events, ex.AccountLiquidatable)] == [ALICE]
+    assert e.liquidatable_accounts() == [ALICE]
+    # a bid within the bound (mark - 10 %) absorbs the close
+    place(e, BOB, ETH_PERP, Side.BUY, px(2200), ETH)
+    place(e, BOB, ETH_USDC, Side.BUY, px(1000), ETH)  # a spot bid (ALICE holds no WETH: untouched)
+    usdc_before = free(e, CAROL, USDC)
+    result, events = e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert e.position(ALICE, ETH_PERP).size == 0
+    # the account holds the quote asset only; the reward is 1 % (floor) of what remained
+    balances = e.balances(ALICE)
+    assert all(v == (0, 0) for a, v in balances.items() if a != USDC)
+    assert balances[USDC][1] == 0
+    left = result.reward + result.remaining
+    assert result.reward == left * config.liquidation_reward // 1_000_000 > 0
+    assert balances[USDC][0] == result.remaining
+    assert free(e, CAROL, USDC) - usdc_before == result.reward
+    assert result.shortfall == 0 and not events_of(events, ex.AccountDefaulted)
+    assert events_of(events, ex.AccountLiquidated)[0].reward == result.reward
+    assert e.liquidatable_accounts() == []
+    conserved(e)
+    with pytest.raises(ex.ExchangeError) as info:  # nothing left to liquidate
+        e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert info.value.reason == R.NOTHING_TO_LIQUIDATE
+
+
+def test_liquidation_blocked_by_a_thin_book_changes_nothing(perp, config):
+    e = perp
+    long_perp(e, ALICE, 1000 * USD, ETH)
+    oracle(e, config, 2000 * USD)
+    place(e, BOB, ETH_PERP, Side.BUY, px(1000), ETH)  # below mark - 10 %: outside the bound
+    before = (e.state_digest(), e.to_bytes())
+    with pytest.raises(ex.ExchangeError) as info:
+        e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert info.value.reason == R.LIQUIDATION_BLOCKED
+    assert (e.state_digest(), e.to_bytes()) == before
+
+
+def test_checkpoint_revert_and_bytes_around_a_liquidation(perp, config):
+    e = perp
+    long_perp(e, ALICE, 1100 * USD, ETH)
+    e.apply(ex.SetDeriskPolicy(ALICE, lq.flatten_rules([lq.DeriskRule(lq.MARK_BELOW, ETH_PERP, 100 * USD,
+                                                                           lq.CANCEL_ALL, 0, 0)])), CTX)
+    oracle(e, config, 2000 * USD)
+    assert e.liquidatable_accounts() == [ALICE]
+    place(e, BOB, ETH_PERP, Side.BUY, px(2000), ETH)
+    data = e.to_bytes()
+    copy = ex.Engine.from_bytes(data, config)
+    assert copy.to_bytes() == data and copy.state_digest() == e.state_digest()
+    assert copy.liquidatable_accounts() == [ALICE] and copy.derisk_policy(ALICE) == e.derisk_policy(ALICE)
+    before = e.state_digest()
+    token = e.checkpoint()
+    e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert e.state_digest() != before
+    e.revert(token)
+    assert e.state_digest() == before and e.to_bytes() == data
+    assert e.liquidatable_accounts() == [ALICE]
+    # the original and the copy liquidate alike
+    for engine in (e, copy):
+        engine.apply(ex.Liquidate(CAROL, ALICE), CTX)
+        engine.apply(ex.Tick(), at(2000))
+    assert copy.state_digest() == e.state_digest() and copy.to_bytes() == e.to_bytes()
+    conserved(e)
+
+
+# ==== defaults ===============================================================
+
+
+def test_default_is_shared_pro_rata_by_the_lenders(perp, config):
+    e = perp
+    for lender in (L1, L2):
+        e.apply(ex.Deposit(lender, USDC, 10_000 * USD), CTX)
+    place(e, L1, USDC_LEND, Side.SELL, 50_000_000, 1000 * USD)  # 5 % a year
+    place(e, L2, USDC_LEND, Side.SELL, 60_000_000, 500 * USD)
+    e.apply(ex.Deposit(DAVE, WETH, ETH), CTX)
+    result, _ = place(e, DAVE, USDC_LEND, Side.BUY, 100_000_000, 1500 * USD, time_in_force=ex.TimeInForce.IOC)
+    assert result.status == ex.OrderStatus.FILLED
+    e.apply(ex.Withdraw(DAVE, USDC, 1500 * USD), CTX)
+    _, events = oracle(e, config, 1500 * USD)
+    assert e.liquidatable_accounts() == [DAVE]
+    place(e, BOB, ETH_USDC, Side.BUY, px(1400), ETH)  # within the bound (1350)
+    l1, l2 = free(e, L1, USDC), free(e, L2, USDC)
+    result, events = e.apply(ex.Liquidate(CAROL, DAVE), CTX)
+    proceeds = 1400 * USD - 700_000  # 1 WETH at 1400, taker fee 0.05 %
+    shortfall = 1500 * USD - proceeds
+    assert shortfall == 100_700_000 and result.shortfall == shortfall and result.reward == 0
+    # pro rata 1000 : 500, floor, the unit left to the largest remainder (L2's 2/3)
+    cuts = {ev.lender: ev.loss for ev in events_of(events, ex.DefaultShared)}
+    assert cuts == {L1: 67_133_333, L2: 33_566_667}
+    assert [(ev.asset, ev.shortfall) for ev in events_of(events, ex.AccountDefaulted)] == [(USDC, shortfall)]
+    assert free(e, L1, USDC) - l1 == 1000 * USD - 67_133_333
+    assert free(e, L2, USDC) - l2 == 500 * USD - 33_566_667
+    assert e.loans(DAVE, CTX.timestamp) == [] and e.loans(L1, CTX.timestamp) == []
+    assert e.balances(DAVE)[WETH] == (0, 0) and e.balances(DAVE)[USDC] == (0, 0)
+    conserved(e)
+
+
+# ==== de-risk policies ========================================================
+
+
+def policy_account(e, config, threshold):
+    """ALICE: 2 ETH-PERP long at 3000 on 2000 USDC, a resting spot bid, and
+    two rules on available opening margin below ``threshold``: reduce the
+    perp by half, then cancel all orders. The oracle falls to 2600."""
+    long_perp(e, ALICE, 2000 * USD, 2 * ETH)
+    place(e, ALICE, ETH_USDC, Side.BUY, px(1000), ETH // 10)
+    rules = [lq.DeriskRule(lq.AVAILABLE_OPEN_BELOW, 0, threshold, lq.REDUCE_PERP, ETH_PERP, 500_000),
+             lq.DeriskRule(lq.AVAILABLE_OPEN_BELOW, 0, threshold, lq.CANCEL_ALL, 0, 0)]
+    result, events = e.apply(ex.SetDeriskPolicy(ALICE, lq.flatten_rules(rules)), CTX)
+    assert result.rules == 2 and e.derisk_policy(ALICE) == tuple(rules)
+    place(e, BOB, ETH_PERP, Side.BUY, px(2600), ETH)
+    oracle(e, config, 2600 * USD)
+    # equity 2000 - 3 (fee) - 800 = 1197, opening loss 2 x 2600 x 15 % = 780
+    assert e.margin(ALICE, CTX.timestamp).available_open == 417 * USD
+    _, events = e.apply(ex.Tick(), at(CTX.timestamp))
+    return events
+
+
+def test_policy_first_action_suffices_so_the_second_does_not_run(perp, config):
+    e = perp
+    events = policy_account(e, config, 600 * USD)
+    taken = events_of(events, ex.DeriskActionTaken)
+    assert [(ev.rule, ev.action, ev.amount) for ev in taken] == [(0, lq.REDUCE_PERP, ETH)]
+    assert e.position(ALICE, ETH_PERP).size == ETH
+    assert len(e.open_orders(ALICE)) == 1  # rule 2's condition no longer held
+    # 1197 - 1.3 (fee) , loss 390
+    assert e.margin(ALICE, CTX.timestamp).available_open == 805_700_000
+    _, events = e.apply(ex.Tick(), at(CTX.timestamp + 1))  # not queued again: nothing holds
+    assert not events_of(events, ex.DeriskActionTaken) and not events_of(events, ex.DeriskActionSkipped)
+    conserved(e)
+
+
+def test_policy_both_actions_run_in_the_traders_order(perp, config):
+    e = perp
+    events = policy_account(e, config, 1000 * USD)
+    taken = events_of(events, ex.DeriskActionTaken)
+    assert [(ev.rule, ev.action) for ev in taken] == [(0, lq.REDUCE_PERP), (1, lq.CANCEL_ALL)]
+    assert events.index(taken[0]) < events.index(taken[1])
+    assert e.open_orders(ALICE) == [] and e.position(ALICE, ETH_PERP).size == ETH
+    conserved(e)
+
+
+def test_an_action_that_would_increase_risk_is_skipped(perp, config):
+    e = perp
+    # a hedged account: 1 WETH spot long, 1 ETH perp short; selling the spot would un-hedge it
+    e.apply(ex.Deposit(DAVE, WETH, ETH), CTX)
+    e.apply(ex.Deposit(DAVE, USDC, 1000 * USD), CTX)
+    place(e, BOB, ETH_PERP, Side.BUY, px(3000), ETH)
+    place(e, DAVE, ETH_PERP, Side.SELL, px(3000), ETH, time_in_force=ex.TimeInForce.IOC)
+    rule = lq.DeriskRule(lq.MARK_BELOW, ETH_PERP, 2900 * USD, lq.SELL_SPOT, WETH, ETH)
+    e.apply(ex.SetDeriskPolicy(DAVE, rule.flat()), CTX)
+    place(e, BOB, ETH_USDC, Side.BUY, px(2800), ETH)
+    oracle(e, config, 2800 * USD)
+    before = e.balances(DAVE)
+    _, events = e.apply(ex.Tick(), at(CTX.timestamp))
+    skipped = events_of(events, ex.DeriskActionSkipped)
+    assert [(ev.rule, ev.reason) for ev in skipped] == [(0, lq.SKIP_WOULD_INCREASE_RISK)]
+    assert not events_of(events, ex.Fill) and e.balances(DAVE) == before
+
+
+def test_policy_validation(perp):
+    e = perp
+    ok = lq.DeriskRule(lq.AVAILABLE_LIQ_BELOW, 0, 10, lq.CANCEL_ALL, 0, 0).flat()
+    cases = [
+        (ok * (lq.MAX_DERISK_RULES + 1), R.TOO_MANY_DERISK_RULES),
+        (ok[:5], R.INVALID_DERISK_RULE),
+        ((9, 0, 1, lq.CANCEL_ALL, 0, 0), R.INVALID_DERISK_RULE),
+        ((lq.MARK_ABOVE, ETH_USDC, 1, lq.CANCEL_ALL, 0, 0), R.INVALID_DERISK_RULE),  # not a perp
+        ((lq.AVAILABLE_LIQ_BELOW, 0, 1, lq.REDUCE_PERP, ETH_PERP, 2_000_000), R.INVALID_DERISK_RULE),
+        ((lq.AVAILABLE_LIQ_BELOW, 0, 1, lq.SELL_SPOT, 99, 1), R.INVALID_DERISK_RULE),
+    ]
+    for rules, reason in cases:
+        with pytest.raises(ex.ExchangeError) as info:
+            e.apply(ex.SetDeriskPolicy(ALICE, rules), CTX)
+        assert info.value.reason == reason
+    e.apply(ex.SetDeriskPolicy(ALICE, ok * lq.MAX_DERISK_RULES), CTX)
+    assert len(e.derisk_policy(ALICE)) == lq.MAX_DERISK_RULES
+    e.apply(ex.ClearDeriskPolicy(ALICE), CTX)
+    assert e.derisk_policy(ALICE) == ()
+
+
+# ==== the index ==============================================================
+
+
+def test_an_oracle_update_evaluates_only_the_crossed_accounts(perp, config):
+    e = perp
+    solvency = e._parts["solvency"]
+    accounts = [bytes([0x40 + i]) * 20 for i in range(12)]
+    for i, who in enumerate(accounts):
+        long_perp(e, who, (500 + 100 * i) * USD, ETH)  # from thin to ample margin
+    e.apply(ex.Tick(), at(CTX.timestamp))  # the batch bands every touched account
+    assert len(solvency.index) == len(accounts) + 1  # and BOB, short 12 ETH
+    count = solvency.evaluations
+    oracle(e, config, 3000 * USD - 1)  # a one-unit move crosses no band
+    assert solvency.evaluations == count
+    expected = solvency.index.crossed(WETH, 3000 * USD - 1, 2700 * USD)
+    assert 0 < len(expected) < len(accounts)
+    count = solvency.evaluations
+    oracle(e, config, 2700 * USD)
+    assert solvency.evaluations - count == len(expected)
+    # every account not visited still has positive liquidation margin (the band's promise)
+    for who in accounts:
+        if who not in expected:
+            assert e.margin(who, CTX.timestamp).available_liq > 0
+    flagged = [who for who in accounts if e.margin(who, CTX.timestamp).available_liq <= 0]
+    assert e.liquidatable_accounts() == sorted(flagged)
