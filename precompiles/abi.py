@@ -228,6 +228,10 @@ class Event:
         self._indexed_names = [f.name for f in self.indexed]
         self._data_names = [f.name for f in self.data]
         self._dynamic = any(f.abi_type.endswith("[]") for f in self.data)
+        if not self._dynamic:
+            # Static events are on the hot path (every order's logs): one generated
+            # function of straight-line word encodings, ~5x cheaper than a loop.
+            self.encode = _static_encoder(self.topic0, self.indexed, self.data)
 
     def encode(self, event) -> tuple[tuple[bytes, ...], bytes]:
         topics = (self.topic0,) + tuple(word(getattr(event, n)) for n in self._indexed_names)
@@ -246,6 +250,26 @@ class Event:
         params = ", ".join(f"{f.abi_type}{' indexed' if f in self.indexed else ''} {camel(f.name)}"
                            for f in self.fields)
         return f"    event {self.name}({params});"
+
+
+def _word_expression(f: Field) -> str:
+    """Python source of the 32-byte word of field `f` of `e` (two's complement via
+    the mask, so signed and unsigned ints and IntEnums share one form)."""
+    value = f"e.{f.name}"
+    if f.kind == "address":
+        return f"{value}.rjust(32, Z)"
+    if f.kind == "optional":
+        return f"(N if {value} is None else {value} & M).to_bytes(32, 'big')"
+    return f"({value} & M).to_bytes(32, 'big')"
+
+
+def _static_encoder(topic0: bytes, indexed: list[Field], data: list[Field]):
+    topics = ", ".join(["T"] + [_word_expression(f) for f in indexed])
+    body = " + ".join(_word_expression(f) for f in data) or "b''"
+    source = f"def encode(e):\n    return ({topics},), {body}\n"
+    namespace = {"T": topic0, "Z": b"\x00", "M": UINT256_LIMIT - 1, "N": NONE_SENTINEL}
+    exec(source, namespace)  # noqa: S102 - source built from field names of our own dataclasses
+    return namespace["encode"]
 
 
 def encode_error(code: int, reason: str) -> bytes:
