@@ -244,14 +244,15 @@ def portfolio_engine(accounts: list[bytes], ctx: ex.Context) -> ex.Engine:
     return engine
 
 
-def portfolio_stream(rng: random.Random, n: int, accounts: list[bytes]) -> list:
-    """Commands of the --portfolio run; cancels name orders by client id."""
+def portfolio_stream(rng: random.Random, n: int, accounts: list[bytes], block_commands: int) -> list:
+    """Commands of the --portfolio run; cancels name orders by client id; a Tick
+    (a new block, one second later) every ``block_commands`` commands."""
     commands = []
     live: list[tuple[bytes, int]] = []
     next_cid = [1] * len(accounts)
     tif_ioc = ex.TimeInForce.IOC
     for i in range(n):
-        if i % 1000 == 999:
+        if i % block_commands == block_commands - 1:
             commands.append(ex.Tick())
             continue
         r = rng.random()
@@ -304,13 +305,14 @@ def portfolio_stream(rng: random.Random, n: int, accounts: list[bytes]) -> list:
     return commands
 
 
-def portfolio_run(n: int, seed: int, digest_every: int, gc_gen0: int, oracle_accounts: int) -> dict:
+def portfolio_run(n: int, seed: int, digest_every: int, gc_gen0: int, oracle_accounts: int,
+                  block_commands: int) -> dict:
     rng = random.Random(seed)
     ctx = ex.Context(block_number=1, timestamp=1_700_000_000)
     accounts = addresses()
     engine = portfolio_engine(accounts, ctx)
     engine.state_digest()
-    commands = portfolio_stream(rng, n, accounts)
+    commands = portfolio_stream(rng, n, accounts, block_commands)
     gc.collect()
     gc.freeze()
     thresholds = gc.get_threshold()
@@ -374,6 +376,7 @@ def portfolio_run(n: int, seed: int, digest_every: int, gc_gen0: int, oracle_acc
         "rejected": rejected,
         "kinds": kinds,
         "auto_borrows": borrows,
+        "block_commands": block_commands,
         "ticks": len(tick_ns),
         "tick_ms_p50": round(sorted(tick_ns)[len(tick_ns) // 2] / 1e6, 2) if tick_ns else 0,
         "commands_per_s_without_ticks": round((n - len(tick_ns)) / ((elapsed - sum(tick_ns)) / 1e9)),
@@ -470,13 +473,17 @@ def main() -> None:
     parser.add_argument("--portfolio", action="store_true",
                         help="perps, loans and the portfolio check on 1,000 accounts; oracle update on 10,000")
     parser.add_argument("--oracle-accounts", type=int, default=10_000)
+    parser.add_argument("--block-commands", type=int, default=10_000,
+                        help="--portfolio: commands per block (a Tick starts each block); the default is "
+                             "one 1 s block at the chain's ~10k commands/s, as --digest-every")
     args = parser.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child)))
         return
     if args.portfolio:
         n = args.commands if args.commands != 300_000 else 100_000
-        result = portfolio_run(n, args.seed, args.digest_every, args.gc_gen0, args.oracle_accounts)
+        result = portfolio_run(n, args.seed, args.digest_every, args.gc_gen0, args.oracle_accounts,
+                               args.block_commands)
         print(f"portfolio: {result['commands_per_s']:,} commands/s, p50 {result['p50_us']} us, "
               f"p99 {result['p99_us']} us, p99.9 {result['p999_us']} us, max {result['max_us']} us; "
               f"{result['auto_borrows']} automatic borrows; rejected {result['rejected']}", flush=True)

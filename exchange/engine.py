@@ -198,6 +198,9 @@ class Engine:
         _, position, order_id, seq, trade_id = self._checkpoints[i]
         self._undo_to(position)
         self._next_order_id, self._next_seq, self._next_trade_id = order_id, seq, trade_id
+        # An undo restores objects without touching their snapshot epochs, which
+        # the portfolio caches validate against: drop them (lending.terms_by_id).
+        self.lending._terms_cache.clear()
         del self._checkpoints[i:]
         if not self._checkpoints:
             self._log.clear()

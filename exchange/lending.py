@@ -175,7 +175,7 @@ class LendingClearing(SpotClearing):
     paths test ``clearing.__class__ is SpotClearing``, so they never run here.
     """
 
-    __slots__ = ("loans", "by_maturity", "overdue", "ledger", "asset_ids")
+    __slots__ = ("loans", "by_maturity", "overdue", "ledger", "asset_ids", "asset_indexes", "_terms_cache")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -184,6 +184,9 @@ class LendingClearing(SpotClearing):
         self.overdue = SortedList()  # ids of overdue loans
         self.ledger = LoanLedger()
         self.asset_ids = [a.id for a in engine.config.assets]
+        self.asset_indexes = list(range(len(self.asset_ids)))
+        # Account -> (now, epoch, number of loans, lent, borrowed): terms_by_id's cache
+        self._terms_cache: dict = {}
 
     def setup(self) -> None:
         """Called by the engine once its markets exist."""
@@ -344,9 +347,9 @@ class LendingClearing(SpotClearing):
             balances[key] = balances.get(key, 0) + amount
             borrowed.append((key, amount, interest(amount, r, m.config.loan_term)))
         portfolio.borrowed = borrowed
-        margin = perps._evaluate(perps.risk_model(), portfolio, prices)
-        if margin.available_open < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {margin.available_open}")
+        available = perps._available(perps.risk_model(), portfolio, prices)
+        if available < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 
     # ==== R2: settlement: every fill opens a loan =========================
 
@@ -652,28 +655,61 @@ class LendingClearing(SpotClearing):
         lent [(asset, principal + interest due now)],
         borrowed [(asset, principal + interest due now, interest still to accrue to maturity)]."""
         a = self._account(account)
+        if a is None:
+            return [], []
+        return self._terms(a, now, self.asset_indexes)
+
+    def terms_by_id(self, account, now: int) -> tuple[list, list]:
+        """``portfolio_terms`` of an Account keyed by asset id (perps.portfolio_of,
+        once per pre-trade check and per re-banding).
+
+        Cached per account for one block time: an entry made at epoch ``c``
+        holds while ``now`` is the same, the account has as many loans, and
+        none of them has an undo snapshot of epoch ``c`` or later. That is
+        exact because every change to a loan's fields is preceded, in the same
+        command, by its snapshot (``_touch``; a new loan is made with
+        ``snap`` = the epoch) and epochs only grow: a loan changed since the
+        entry was made carries a newer snap, a loan added carries one too, and
+        a loan removed without any other change shortens ``loans``. An undo
+        restores fields without touching ``snap``, so ``Engine.revert`` clears
+        the cache. (tests/exchange/test_fast_checks.py compares it with
+        ``_terms`` on random streams with reverts.)"""
+        loans = account.loans
+        cache = self._terms_cache
+        hit = cache.get(account)
+        if hit is not None and hit[0] == now and hit[2] == len(loans):
+            epoch = hit[1]
+            for loan in loans.values():
+                if loan.snap >= epoch:
+                    break
+            else:
+                return list(hit[3]), list(hit[4])
+        lent, borrowed = self._terms(account, now, self.asset_ids)
+        cache[account] = (now, self.engine._epoch, len(loans), lent, borrowed)
+        return list(lent), list(borrowed)
+
+    def _terms(self, a, now: int, keys: list) -> tuple[list, list]:
         lent: dict = {}
         borrowed: dict = {}
-        if a is not None:
-            # Loan.owed and Loan.interest_to_term, inlined (every pre-trade check
-            # of a borrower runs this, once per loan); sums commute, so dict order
-            # does not reach the output.
-            divisor = INTEREST_DIVISOR
-            for loan in a.loans.values():
-                principal, rate, start = loan.principal, loan.rate, loan.accrual_start
-                accrued_now = -(-principal * rate * (now - start) // divisor) if now > start else 0
-                owed = principal + loan.interest_due + accrued_now - loan.accrued
-                asset = loan.asset
-                if loan.lender is a:
-                    lent[asset] = lent.get(asset, 0) + owed
-                else:
-                    maturity = loan.maturity
-                    to_term = (0 if loan.overdue or now >= maturity
-                               else -(-principal * rate * (maturity - start) // divisor) - accrued_now)
-                    was = borrowed.get(asset)
-                    borrowed[asset] = (owed, to_term) if was is None else (was[0] + owed, was[1] + to_term)
-        return ([(k, lent[k]) for k in sorted(lent)],
-                [(k, *borrowed[k]) for k in sorted(borrowed)])
+        # Loan.owed and Loan.interest_to_term, inlined (every pre-trade check
+        # of a borrower runs this, once per loan); sums commute, so dict order
+        # does not reach the output.
+        divisor = INTEREST_DIVISOR
+        for loan in a.loans.values():
+            principal, rate, start = loan.principal, loan.rate, loan.accrual_start
+            accrued_now = -(-principal * rate * (now - start) // divisor) if now > start else 0
+            owed = principal + loan.interest_due + accrued_now - loan.accrued
+            asset = loan.asset
+            if loan.lender is a:
+                lent[asset] = lent.get(asset, 0) + owed
+            else:
+                maturity = loan.maturity
+                to_term = (0 if loan.overdue or now >= maturity
+                           else -(-principal * rate * (maturity - start) // divisor) - accrued_now)
+                was = borrowed.get(asset)
+                borrowed[asset] = (owed, to_term) if was is None else (was[0] + owed, was[1] + to_term)
+        return ([(keys[k], lent[k]) for k in sorted(lent)],
+                [(keys[k], *borrowed[k]) for k in sorted(borrowed)])
 
     def has_debt(self, account) -> bool:
         """Whether the account borrows (a withdrawal must then pass the margin

@@ -141,7 +141,7 @@ def flatten_rules(rules) -> tuple:
 class Watch:
     """One account's entry: its policy, liquidatable flag, queue flag, bands."""
 
-    __slots__ = ("address", "policy", "flagged", "queued", "bands", "snap", "digest_term")
+    __slots__ = ("address", "policy", "flagged", "queued", "bands", "totals", "snap", "digest_term")
 
     def __init__(self, address: bytes) -> None:
         self.address = address
@@ -149,11 +149,15 @@ class Watch:
         self.flagged = False
         self.queued = False
         self.bands: dict = {}  # asset id -> (lo, hi)
+        # Free + held per asset when the bands were computed: an order placed or
+        # cancelled moves balance between the two and changes no band (the bands
+        # assume no open order fills), so such a change does not mark the account.
+        self.totals: tuple | None = None
         self.snap = -1
         self.digest_term = 0
 
     def fields(self) -> tuple:
-        return (self.policy, self.flagged, self.queued, dict(self.bands))
+        return (self.policy, self.flagged, self.queued, dict(self.bands), self.totals)
 
     def digest_encoding(self) -> bytes | None:
         # The bands are a cache (a restored engine re-bands): not committed to.
@@ -218,7 +222,7 @@ class Solvency:
         return w
 
     def _restore_watch(self, w: Watch, fields: tuple) -> None:
-        w.policy, w.flagged, w.queued, bands = fields
+        w.policy, w.flagged, w.queued, bands, w.totals = fields
         self._apply_flags(w, bands)
 
     def _apply_flags(self, w: Watch, bands: dict) -> None:
@@ -253,11 +257,14 @@ class Solvency:
             return
         last = self.marks.last_batch
         add = self.marks.pending.add
+        watches = self.watches
         for obj in objects:
             cls = obj.__class__
             if cls is Account:
                 if obj.snap > last and obj.exists:
-                    add(obj.address)
+                    w = watches.get(obj.address)
+                    if w is None or w.totals is None or w.totals != _totals(obj):
+                        add(obj.address)
             elif cls is Position:
                 if obj.snap > last:
                     add(obj.account.address)
@@ -340,15 +347,26 @@ class Solvency:
                 self._apply_flags(w, {})
             return
         self.evaluations += 1
-        try:
-            margin, portfolio, prices = self._evaluate(a, now)
-        except ExchangeError:  # an asset without a price: looked at again when one arrives
-            return
         model = self._model()
+        if policy:
+            try:
+                margin, portfolio, prices = self._evaluate(a, now)
+            except ExchangeError:  # an asset without a price: looked at again when one arrives
+                return
+            available_liq = margin.available_liq
+        else:
+            # No policy: the liquidation level is all it needs (RiskModel.available_liq,
+            # evaluate's figure exactly, without the rest of the Margin).
+            perps = engine._perps
+            portfolio, prices = perps.portfolio_of(a, now, None, None, False)
+            try:
+                available_liq = model.available_liq(portfolio, prices)
+            except KeyError:  # an asset without a price: looked at again when one arrives
+                return
         bands: dict = {}
         if exposed:
-            bands = model.safe_band(portfolio, prices, LIQ, 0, margin)
-        flagged = exposed and margin.available_liq <= 0
+            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq)
+        flagged = exposed and available_liq <= 0
         holds = False
         for rule in policy:
             if self._holds(rule, margin):
@@ -373,13 +391,16 @@ class Solvency:
                 was = bands.get(asset)
                 bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
         queued = holds and requeue
-        if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
+        totals = _totals(a) if a is not None else None
+        if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands \
+                and w.totals == totals:
             return
         w = self._watch(address)
         if flagged and not w.flagged:
-            events.append(AccountLiquidatable(address, margin.available_liq))
+            events.append(AccountLiquidatable(address, available_liq))
         w.flagged = flagged
         w.queued = queued or w.queued
+        w.totals = totals
         self._apply_flags(w, bands)
 
     def _batch(self, now: int, events: list, extra=()) -> None:
@@ -836,3 +857,8 @@ def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) ->
 
 def _unmark(m: Marks, address: bytes) -> None:
     m.pending.discard(address)
+
+
+def _totals(a: Account) -> tuple:
+    """Free + held per asset: what the bands depend on among the account's balances."""
+    return tuple(map(int.__add__, a.available, a.reserved))

@@ -140,7 +140,7 @@ class AutoBorrowing:
         perps = self.engine._perps
         model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, None)
-        unfilled = perps._evaluate(model, portfolio, prices).available_open
+        unfilled = perps._available(model, portfolio, prices)
         if unfilled < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
         ids = self.engine._asset_ids
@@ -156,9 +156,9 @@ class AutoBorrowing:
         balances[paid] = balances.get(paid, 0) - paid_amount
         if got in prices:  # without a price what it buys counts as worth nothing
             balances[got] = balances.get(got, 0) + got_amount
-        margin = perps._evaluate(model, portfolio, prices)
-        if margin.available_open < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {margin.available_open}")
+        available = perps._available(model, portfolio, prices)
+        if available < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 
     # ==== borrowing =======================================================
 

@@ -70,6 +70,7 @@ a reduce-only order passes if it does not lower the available margin.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import add as _add
 
 from .book import EXPIRED, Order
 from .clearing import SpotClearing, _forget_fill, _restore_order_money
@@ -80,6 +81,7 @@ from .risk import Portfolio, RiskModel
 from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
+_FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -153,7 +155,7 @@ class PerpClearing(SpotClearing):
     paths test ``clearing.__class__ is SpotClearing``, so they never run here.
     """
 
-    __slots__ = ("markets", "oracle", "decimals", "model", "now")
+    __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -162,6 +164,10 @@ class PerpClearing(SpotClearing):
         self.decimals = [a.decimals for a in engine.config.assets]
         self.model = None  # the RiskModel, made on first use
         self.now = 0  # Engine._now: block time of the command being checked
+        # perp market id -> (Market, base index, base asset id, mark is the oracle, 10**base decimals)
+        self._perp_info: dict = {}
+        self._prices: dict = {}  # _prices_for's cache, valid while oracle.prices == _prices_key
+        self._prices_key: list | None = None
 
     def setup(self) -> None:
         """Called by the engine once its markets exist."""
@@ -171,6 +177,8 @@ class PerpClearing(SpotClearing):
             if m.kind is MarketKind.PERP:
                 pm = PerpMarket(m, self.decimals[m.base])
                 self.markets[mid] = pm
+                self._perp_info[mid] = (m, m.base, engine._asset_ids[m.base], m.config.mark is MarkMethod.ORACLE,
+                                        10**self.decimals[m.base])
                 engine._dirty.add(pm)
         engine._dirty.add(self.oracle)
 
@@ -277,19 +285,17 @@ class PerpClearing(SpotClearing):
         in their worse direction, leaves opening-level available margin >= 0.
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
-        engine = self.engine
-        now = engine._now
+        now = self.engine._now
         model = self.risk_model()
-        order = (market, side, price, lots)
-        portfolio, prices = self.portfolio_of(account, now, order, replacing)
-        after = self._evaluate(model, portfolio, prices)
-        if after.available_open >= 0:
+        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing)
+        after = self._available(model, portfolio, prices)
+        if after >= 0:
             return
         if reduce_only:
             portfolio, prices = self.portfolio_of(account, now, None, replacing)
-            if after.available_open >= self._evaluate(model, portfolio, prices).available_open:
+            if after >= self._available(model, portfolio, prices):
                 return
-        raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after.available_open}")
+        raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
     def check_withdrawal(self, account, asset: int, amount: int, now: int) -> None:
         """A withdrawal from an account with perp positions must leave
@@ -299,9 +305,18 @@ class PerpClearing(SpotClearing):
         if key not in prices:
             return  # an asset without a price already counts as worth nothing
         portfolio.balances[key] = portfolio.balances.get(key, 0) - amount
-        margin = self._evaluate(self.risk_model(), portfolio, prices)
-        if margin.available_open < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {margin.available_open}")
+        available = self._available(self.risk_model(), portfolio, prices)
+        if available < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
+
+    @staticmethod
+    def _available(model, portfolio, prices) -> int:
+        """Opening-level available margin, all a pre-trade check needs
+        (``RiskModel.available_open``: ``_evaluate(...).available_open`` exactly)."""
+        try:
+            return model.available_open(portfolio, prices)
+        except KeyError as missing:  # a held asset without an oracle price
+            raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
 
     @staticmethod
     def _evaluate(model, portfolio, prices):
@@ -326,80 +341,118 @@ class PerpClearing(SpotClearing):
         filled in full at its price paying its worst fee, and every other
         open perp order of the account (``replacing`` excluded) filled at its
         price in the direction, per market, that leaves the larger position;
-        their realized PnL and fees land in the quote balance."""
+        their realized PnL and fees land in the quote balance.
+
+        The hot path of every pre-trade check (and of every re-banding):
+        per-market constants come from ``_perp_info``, the prices dict is
+        rebuilt only when an oracle price changed (``_prices_for``)."""
         engine = self.engine
         ids = engine._asset_ids
-        oracle = self.oracle.prices
         balances = {}
-        available, reserved = account.available, account.reserved
-        for i in range(engine._n_assets):
-            amount = available[i] + reserved[i]
+        for key, amount in zip(ids, map(_add, account.available, account.reserved)):
             if amount:
-                balances[ids[i]] = amount
+                balances[key] = amount
         positions = {}
-        for mid in sorted(account.positions):
-            pos = account.positions[mid]
-            if pos.size or pos.carry:
-                positions[mid] = (pos.size, pos.entry_value, self.pending_funding(pos))
+        if account.positions:
+            markets = self.markets
+            for mid, pos in account.positions.items():
+                size = pos.size
+                if size or pos.carry:
+                    pm = markets[mid]
+                    # pending_funding, inlined
+                    owed = size * (pm.funding_index - pos.funding_index) + pos.carry
+                    positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
         if order is not None or (assume_orders and account.open_orders):
             self._what_if(account, positions, balances, order, replacing)
         perps = []
-        for mid in sorted(positions):
-            size, entry, owed = positions[mid]
-            if not size and not owed:
-                continue
-            m = engine._markets[mid]
-            mark = self.mark_price(m)
-            if mark is None:  # no oracle price (yet): value it at its entry price
-                mark = entry * 10**self.decimals[m.base] // size if size else 0
-            perps.append((ids[m.base], size, entry, mark, owed))
-        lent = borrowed = ()
-        lending = getattr(engine, "lending", None)
-        if lending is not None:
-            lent, borrowed = lending.portfolio_terms(account, now)
-            lent = [(ids[i], *rest) for i, *rest in lent]
-            borrowed = [(ids[i], *rest) for i, *rest in borrowed]
-        prices = {ids[i]: oracle[i] for i in range(engine._n_assets) if oracle[i]}
-        model = self.risk_model()
-        prices[model.quote] = 10**self.decimals[engine._asset_index[model.quote]]
-        for key in [k for k, v in balances.items() if k not in prices and v > 0]:
-            del balances[key]  # no price: counted as worth nothing (against the account)
+        if positions:
+            info = self._perp_info
+            oracle = self.oracle.prices
+            for mid in sorted(positions):
+                size, entry, owed = positions[mid]
+                if not size and not owed:
+                    continue
+                m, base, base_id, oracle_mark, one = info[mid]
+                mark = (oracle[base] or None) if oracle_mark else self.mark_price(m)
+                if mark is None:  # no oracle price (yet): value it at its entry price
+                    mark = entry * one // size if size else 0
+                perps.append((base_id, size, entry, mark, owed))
+        lending = engine.lending
+        if account.loans:
+            lent, borrowed = lending.terms_by_id(account, now)
+        else:
+            lent = borrowed = []
+        prices = self._prices_for()
+        if len(prices) < engine._n_assets:
+            for key in [k for k, v in balances.items() if k not in prices and v > 0]:
+                del balances[key]  # no price: counted as worth nothing (against the account)
         return Portfolio(balances, perps, lent, borrowed), prices
 
+    def _prices_for(self) -> dict:
+        """Prices by asset id (the quote at 10**decimals, assets without an
+        oracle price left out), rebuilt only when an oracle price changed.
+        Callers must not mutate it."""
+        oracle = self.oracle.prices
+        if oracle != self._prices_key:
+            engine = self.engine
+            ids = engine._asset_ids
+            prices = {ids[i]: p for i, p in enumerate(oracle) if p}
+            quote = self.risk_model().quote
+            prices[quote] = 10**self.decimals[engine._asset_index[quote]]
+            self._prices = prices
+            self._prices_key = oracle[:]
+        return self._prices
+
     def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> None:
-        engine = self.engine
-        by_market: dict = {}  # perp market id -> ([buy orders], [sell orders])
-        for oid in sorted(account.open_orders):
-            o = account.open_orders[oid]
-            if o is replacing or o.market not in self.markets:
-                continue
-            by_market.setdefault(o.market, ([], []))[o.side].append((o.price, o.remaining, o.reserved))
+        markets = self.markets
+        by_market: dict = {}  # perp market id -> ([buy orders], [sell orders]), by order id
+        open_orders = account.open_orders
+        if open_orders:
+            for oid in sorted(open_orders):
+                o = open_orders[oid]
+                mid = o.market
+                if mid in markets and o is not replacing:
+                    sides = by_market.get(mid)
+                    if sides is None:
+                        sides = by_market[mid] = ([], [])
+                    sides[o.side].append(o)
+        new = None
         if order is not None:
             m, side, price, lots = order
-            by_market.setdefault(m.id, ([], []))
-        for mid in sorted(by_market):
-            m = engine._markets[mid]
+            if m.id not in by_market:
+                by_market[m.id] = ([], [])
+            # the new order fills first, in both directions, paying its worst fee
+            new = (m, side, price, lots, -(-price * lots * m.max_fee // FEE_SCALE))
+        info = self._perp_info
+        ids = self.engine._asset_ids
+        for mid in sorted(by_market) if len(by_market) > 1 else by_market:
+            m = info[mid][0]
             lot = m.lot_size
-            start = positions.get(mid, (0, 0, 0))
+            start = positions.get(mid, _FLAT)
+            sides = by_market[mid]
             worst = None
             for direction in (BUY, 1):
                 size, entry, owed = start
                 cash = 0
-                fills = [(direction, *f) for f in by_market[mid][direction]]
-                if order is not None and order[0] is m:
-                    # the new order first, then the resting ones of this direction
-                    fee = -(-order[2] * order[3] * m.max_fee // FEE_SCALE)
-                    fills.insert(0, (order[1], order[2], order[3], fee))
-                for fill_side, price, lots, fee in fills:
-                    quantity = lots * lot if fill_side == BUY else -lots * lot
-                    size, entry, realized = trade(size, entry, quantity, price * lots, price, lot)
-                    cash += realized - fee
+                if new is not None and new[0] is m:
+                    _, side, price, lots, fee = new
+                    size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
+                                                  price * lots, price, lot)
+                    cash = realized - fee
+                step = lot if direction == BUY else -lot
+                for o in sides[direction]:
+                    price = o.price
+                    lots = o.remaining
+                    size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
+                    cash += realized - o.reserved
                 if worst is None or abs(size) > abs(worst[0]):
                     worst = (size, entry, owed, cash)
+                if not sides[0] and not sides[1]:
+                    break  # both directions are the new order alone: the same outcome, BUY's
             size, entry, owed, cash = worst
             positions[mid] = (size, entry, owed)
             if cash:
-                quote = engine._asset_ids[m.quote]
+                quote = ids[m.quote]
                 balances[quote] = balances.get(quote, 0) + cash
 
     # ==== R2: settlement ==================================================

@@ -343,6 +343,94 @@ class RiskModel:
         return Margin(equity, base - loss_open, base - loss_liq, binding,
                       naive_open, naive_liq, loss_open, loss_liq, deductions)
 
+    def available_open(self, portfolio: Portfolio, prices) -> int:
+        """``evaluate(portfolio, prices).available_open``, exactly (the same
+        sums, the same roundings, KeyError for the same missing price), for
+        the pre-trade checks, which need nothing else: no liquidation level,
+        naive margin, binding scenario or Margin tuple. Kept equal to
+        ``evaluate`` by tests/exchange/test_fast_checks.py."""
+        return self._available(portfolio, prices, 1, 5)
+
+    def available_liq(self, portfolio: Portfolio, prices) -> int:
+        """``evaluate(portfolio, prices).available_liq``, exactly (re-banding)."""
+        return self._available(portfolio, prices, 2, 6)
+
+    def _available(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int) -> int:
+        """One level's available margin; ``shock_at`` / ``widened_at`` index
+        the level's shock and its widened form in ``_p``."""
+        quote = self.quote
+        params = self._p
+        equity = 0
+        deductions = 0
+        delta: dict = {}  # per underlying: net exposure, base units
+        get = delta.get
+        for a, amount in portfolio.balances.items():
+            if a == quote:
+                equity += amount
+            elif amount:
+                equity += amount * prices[a] // params[a][0]
+                delta[a] = get(a, 0) + amount
+        for a, size, entry, mark, owed in portfolio.perps:
+            equity += size * mark // params[a][0] - entry - owed
+            delta[a] = get(a, 0) + size
+        for a, amount in portfolio.lent:
+            if a == quote:
+                equity += amount
+                deductions += amount - amount * self._quote_cf // PPM
+            else:
+                pa = params[a]
+                v = amount * prices[a]
+                value = v // pa[0]
+                equity += value
+                deductions += value - v * pa[3] // pa[4]
+                delta[a] = get(a, 0) + amount
+        for a, owed, interest in portfolio.borrowed:
+            if a == quote:
+                equity -= owed
+                deductions += interest
+            else:
+                p = prices[a]
+                scale = params[a][0]
+                equity += (-owed * p) // scale
+                deductions -= (-interest * p) // scale
+                delta[a] = get(a, 0) - owed
+        base = equity - deductions
+        exposed = []
+        for a, d in delta.items():
+            p = prices[a]  # evaluate reads every exposed underlying's price, zero net or not
+            if d:
+                exposed.append((a, d * p, params[a]))
+        if not exposed:
+            return base
+        if len(exposed) == 1:
+            _, n, pa = exposed[0]
+            so = pa[shock_at]
+            return base - (-(-n * so // pa[4]) if n > 0 else -(n * so // pa[4]))
+        if len(exposed) == 2:
+            (a1, n1, p1), (a2, n2, p2) = exposed
+            r = self._rho.get((a1, a2), 0)
+            o1 = n1 * p1[widened_at]
+            o2 = n2 * p2[widened_at]
+            q = (o1 * o1 + o2 * o2) * PPM + r * o1 * o2
+        else:
+            rho = self._rho
+            m = [(a, n * pa[widened_at]) for a, n, pa in exposed]
+            q = sum(o * o for _, o in m) * PPM
+            k = len(m)
+            for i in range(k):
+                ai, oi = m[i]
+                for j in range(i + 1, k):
+                    r = rho.get((ai, m[j][0]))
+                    if r:
+                        q += r * oi * m[j][1]
+        if q <= 0:
+            return base
+        t = -(-q // self._den2)  # ceil(sqrt(q / den2)) = ceil(sqrt(ceil(q / den2))), exactly
+        loss = isqrt(t)
+        if loss * loss < t:
+            loss += 1
+        return base - loss
+
     def _correlated(self, exposed) -> tuple:
         """Losses at both levels and the binding scenario of two or more
         exposed underlyings ``[(asset, delta * price, params)]``: the exact
@@ -396,7 +484,7 @@ class RiskModel:
     # ==== safe band ===========================================================
 
     def safe_band(self, portfolio: Portfolio, prices, level: str = OPEN, floor: int = 0,
-                  margin: Margin | None = None) -> dict:
+                  margin: Margin | None = None, available: int | None = None) -> dict:
         """Per exposed underlying ``u`` a price range ``(lo, hi)`` (inclusive)
         such that, for EVERY price vector with each ``p_u`` in its own range,
         available margin at ``level`` stays ``> floor``. Each perp's mark is
@@ -405,7 +493,8 @@ class RiskModel:
         that way can breach. If the margin is not above the floor even now
         (or the slack is used up by rounding), every band is ``(p, p)``:
         any move re-visits the account. ``margin``: this portfolio's
-        ``evaluate(portfolio, prices)`` if the caller has it already.
+        ``evaluate(portfolio, prices)`` if the caller has it already; or
+        ``available``: its available margin at ``level``.
 
         Proof (P0 = ``prices``, P any vector in the bands, A = available):
 
@@ -440,9 +529,10 @@ class RiskModel:
         """
         if level not in (OPEN, LIQ):
             raise ValueError(f"level must be {OPEN!r} or {LIQ!r}")
-        if margin is None:
-            margin = self.evaluate(portfolio, prices)
-        available = margin.available_open if level == OPEN else margin.available_liq
+        if available is None:
+            if margin is None:
+                margin = self.evaluate(portfolio, prices)
+            available = margin.available_open if level == OPEN else margin.available_liq
         quote = self.quote
         params = self._p
         delta: dict = {}
@@ -524,29 +614,38 @@ class ThresholdIndex:
         return dict(self._keys.get(key, {}))
 
     def set(self, key, bands: dict) -> None:
-        old = self._keys.get(key, {})
+        old = self._keys.get(key) or {}
+        low, high = self._low, self._high
         new = {}
         for a, (lo, hi) in bands.items():
-            new[a] = (lo if lo > 0 else None, hi if hi < UNBOUNDED else None)
-        for a, (lo, hi) in old.items():
-            nlo, nhi = new.get(a, (None, None))
-            if lo is not None and lo != nlo:
-                self._low[a].remove((lo, key))
-            if hi is not None and hi != nhi:
-                self._high[a].remove((hi, key))
-        for a, (lo, hi) in new.items():
-            olo, ohi = old.get(a, (None, None))
-            if lo is not None and lo != olo:
-                sl = self._low.get(a)
-                if sl is None:
-                    sl = self._low[a] = SortedList()
-                sl.add((lo, key))
-            if hi is not None and hi != ohi:
-                sl = self._high.get(a)
-                if sl is None:
-                    sl = self._high[a] = SortedList()
-                sl.add((hi, key))
-        new = {a: b for a, b in new.items() if b != (None, None)}
+            lo = lo if lo > 0 else None
+            hi = hi if hi < UNBOUNDED else None
+            was = old.get(a)
+            olo, ohi = was if was is not None else (None, None)
+            if lo != olo:
+                if olo is not None:
+                    low[a].remove((olo, key))
+                if lo is not None:
+                    sl = low.get(a)
+                    if sl is None:
+                        sl = low[a] = SortedList()
+                    sl.add((lo, key))
+            if hi != ohi:
+                if ohi is not None:
+                    high[a].remove((ohi, key))
+                if hi is not None:
+                    sl = high.get(a)
+                    if sl is None:
+                        sl = high[a] = SortedList()
+                    sl.add((hi, key))
+            if lo is not None or hi is not None:
+                new[a] = (lo, hi)
+        for a, (olo, ohi) in old.items():
+            if a not in bands:
+                if olo is not None:
+                    low[a].remove((olo, key))
+                if ohi is not None:
+                    high[a].remove((ohi, key))
         if new:
             self._keys[key] = new
         else:

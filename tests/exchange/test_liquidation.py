@@ -298,3 +298,35 @@ def test_an_oracle_update_evaluates_only_the_crossed_accounts(perp, config):
             assert e.margin(who, CTX.timestamp).available_liq > 0
     flagged = [who for who in accounts if e.margin(who, CTX.timestamp).available_liq <= 0]
     assert e.liquidatable_accounts() == sorted(flagged)
+
+
+# ==== what marks an account for re-banding ====================================
+
+
+def test_orders_alone_do_not_re_band_an_account_but_balance_changes_and_reverts_do(perp, config):
+    """Placing or cancelling an order moves balance between free and held and
+    changes no band; a deposit does. The skip survives a revert: a re-band that
+    is undone is redone."""
+    e = perp
+    long_perp(e, ALICE, 10_000 * USD, 1 * ETH)
+    solvency = e._parts["solvency"]
+    e.apply(ex.Tick(), at(2))  # a batch: ALICE banded
+    before = solvency.evaluations
+    result, _ = place(e, ALICE, ETH_PERP, Side.BUY, px(2500), 1 * ETH, ctx=at(2))
+    e.apply(ex.CancelOrder(ALICE, result.order_id), at(2))
+    e.apply(ex.Tick(), at(3))
+    assert solvency.evaluations == before
+    # A deposit changes what ALICE holds: she is looked at again.
+    e.apply(ex.Deposit(ALICE, USDC, 5 * USD), at(3))
+    e.apply(ex.Tick(), at(4))
+    assert solvency.evaluations == before + 1
+    # A block whose re-band is reverted leaves the account marked for the next one.
+    token = e.checkpoint()
+    e.apply(ex.Deposit(ALICE, USDC, 5 * USD), at(4))
+    e.apply(ex.Tick(), at(5))
+    e.revert(token)
+    e.apply(ex.Deposit(ALICE, USDC, 5 * USD), at(4))
+    e.apply(ex.Tick(), at(5))
+    assert e._parts["solvency"].watches[ALICE].totals == tuple(
+        x + y for x, y in zip(e._accounts[ALICE].available, e._accounts[ALICE].reserved))
+    assert ALICE in e._parts["solvency"].index._keys

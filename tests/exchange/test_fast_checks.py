@@ -1,0 +1,153 @@
+"""The pre-trade check's fast paths against the full computation:
+
+* ``RiskModel.available_open`` / ``available_liq`` (what the checks and the
+  re-banding use) equal ``evaluate(...).available_open`` / ``available_liq``
+  exactly, on random portfolios with one, two and three underlyings;
+* ``LendingClearing.terms_by_id`` (cached per account and block time,
+  validated by the loans' undo snapshots) equals the uncached ``_terms`` after
+  every command of random streams mixing borrows, offers, repayments, spot
+  and perp trades, oracle moves and Ticks - with the cache filled mid-stream
+  and outer checkpoints over several commands reverted (an undo restores
+  loans without touching their snapshot epochs);
+* the checks decide as the full path does: after every command, each
+  trader's opening-level available margin through ``available_open`` equals
+  ``evaluate``'s on a portfolio rebuilt without the cache."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import exchange as ex
+from exchange.risk import Portfolio, RiskModel, UnderlyingRisk, is_psd
+from exchange_helpers import CTX, USD
+from test_portfolio_properties import LENDER, TRADERS, USDC_LEND, _command, _setup, step
+from test_risk import LINK, PPM, RHOS, USDC, WBTC, WETH, model, portfolios
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(portfolios(), RHOS, st.integers(1, 11))
+def test_available_equals_evaluate(case, rho, scenarios):
+    p, prices = case
+    m = model(rho, scenarios=scenarios)
+    full = m.evaluate(p, prices)
+    assert m.available_open(p, prices) == full.available_open
+    assert m.available_liq(p, prices) == full.available_liq
+
+
+@SETTINGS
+@given(portfolios(assets=(USDC, WETH, WBTC, LINK)), st.sampled_from([-400_000, 0, 500_000, PPM]),
+       st.sampled_from([-400_000, 0, 500_000, PPM]), st.sampled_from([-400_000, 0, 500_000]),
+       st.integers(0, 400_000))
+def test_available_equals_evaluate_with_three_underlyings(case, r12, r13, r23, link_shock):
+    p, prices = case
+    if not is_psd([[PPM, r12, r13], [r12, PPM, r23], [r13, r23, PPM]]):
+        return
+    und = {**model().underlyings, LINK: UnderlyingRisk(18, link_shock, link_shock // 2, 900_000, 5)}
+    m = RiskModel(USDC, und, {(WETH, WBTC): r12, (WETH, LINK): r13, (WBTC, LINK): r23})
+    full = m.evaluate(p, prices)
+    assert m.available_open(p, prices) == full.available_open
+    assert m.available_liq(p, prices) == full.available_liq
+
+
+def test_a_missing_price_raises_as_evaluate_does():
+    m = model()
+    for p in (Portfolio({WETH: 1}), Portfolio(perps=[(WETH, 0, 0, 1, 5)]), Portfolio(borrowed=[(WBTC, 1, 0)])):
+        with pytest.raises(KeyError):
+            m.evaluate(p, {})
+        with pytest.raises(KeyError):
+            m.available_open(p, {})
+
+
+def _uncached_available(e, account, now: int) -> int:
+    """available_open of the check's portfolio (open orders assumed filled),
+    with the lending terms computed afresh and the full evaluate."""
+    perps = e._perps
+    portfolio, prices = perps.portfolio_of(account, now, None, None)
+    lent, borrowed = e.lending._terms(account, now, e.lending.asset_ids)
+    rebuilt = Portfolio(portfolio.balances, portfolio.perps, lent, borrowed)
+    return perps.risk_model().evaluate(rebuilt, prices).available_open
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(step, st.sampled_from([0, 0, 1, 2, 3, 4, 5, 8, 8, 9])), min_size=5, max_size=35))
+def test_cached_terms_and_fast_checks_match_the_full_path(config, steps):
+    e = _setup(config)
+    lending = e.lending
+    ids = lending.asset_ids
+    oracle = 2000 * USD
+    now = CTX.timestamp
+    block = CTX.block_number
+    outer = None  # an outer checkpoint over several commands, reverted or kept at random
+    accounts = [*TRADERS, LENDER]
+    for (action, trader, side, offset, size, flag), roll in steps:
+        if outer is None and roll == 0:
+            outer = (e.checkpoint(), oracle, now, block)
+        made = _command(e, config, action, TRADERS[trader], side, offset, size, flag, oracle, now)
+        if made is not None:
+            command = made[0]
+            if action == 1:
+                now += 600 * (1 + abs(offset))
+                block += 1
+            token = e.checkpoint()
+            try:
+                e.apply(command, ex.Context(block, now))
+            except ex.ExchangeError:
+                e.commit(token)
+            else:
+                if roll == 1:
+                    e.revert(token)  # a command undone on its own
+                else:
+                    e.commit(token)
+                    if action == 0:
+                        oracle = command.price
+        if outer is not None and roll in (8, 9):
+            if roll == 8:
+                e.revert(outer[0])
+                _, oracle, now, block = outer
+            else:
+                e.commit(outer[0])
+            outer = None
+        for address in accounts:
+            a = e._accounts.get(address)
+            if a is None:
+                continue
+            # fills the cache at this epoch, then compares it with the uncached terms
+            assert lending.terms_by_id(a, now) == lending._terms(a, now, ids)
+            perps = e._perps
+            portfolio, prices = perps.portfolio_of(a, now, None, None)
+            assert perps._available(perps.risk_model(), portfolio, prices) == _uncached_available(e, a, now)
+    if outer is not None:
+        e.revert(outer[0])
+        for address in accounts:
+            a = e._accounts.get(address)
+            if a is not None:
+                assert lending.terms_by_id(a, outer[2]) == lending._terms(a, outer[2], ids)
+
+
+def test_a_reverted_repayment_is_not_served_from_the_cache(config):
+    """An outer checkpoint over two commands: a partial repayment (the loan
+    count stays), then another command (so the cache is refilled at a later
+    epoch than the loan's snapshot); reverting both must not leave the
+    repaid terms cached."""
+    e = _setup(config)
+    who = TRADERS[0]
+    now = CTX.timestamp + 100
+    ctx = ex.Context(CTX.block_number + 1, now)
+    e.apply(ex.PlaceOrder(who, USDC_LEND, ex.Side.BUY, 100_000_000, 300 * USD,
+                          time_in_force=ex.TimeInForce.IOC), ctx)
+    a = e._accounts[who]
+    lending = e.lending
+    before = lending.terms_by_id(a, now)
+    (loan_id,) = [i for i, loan in a.loans.items() if loan.borrower is a]
+    token = e.checkpoint()
+    e.apply(ex.RepayLoan(who, loan_id, 100 * USD), ctx)
+    e.apply(ex.Deposit(who, USDC, USD), ctx)
+    repaid = lending.terms_by_id(a, now)
+    assert repaid != before and repaid == lending._terms(a, now, lending.asset_ids)
+    e.revert(token)
+    assert lending.terms_by_id(a, now) == before == lending._terms(a, now, lending.asset_ids)
