@@ -51,6 +51,7 @@ _GTC = TimeInForce.GTC
 _IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
 _POST_ONLY = TimeInForce.POST_ONLY
+_SPOT = MarketKind.SPOT
 _MARKET = OrderType.MARKET
 _BUY = Side.BUY
 _RESTING = OrderStatus.RESTING
@@ -177,7 +178,14 @@ class Engine:
         if not self._checkpoints:
             self._log.clear()
         self._epoch += 1
-        return handler(command, ctx)
+        result, events = handler(command, ctx)
+        margin = self._parts["margin"]
+        if margin.negative:
+            # A realized loss, funding or a fee left some free balance below zero:
+            # borrow it from the lending book now (exchange/margin.py); what the
+            # book cannot lend stays owed, for the next Tick and liquidation.
+            margin.on_block(ctx, events)
+        return result, events
 
     # ==== checkpoints ======================================================
 
@@ -578,6 +586,10 @@ class Engine:
         if available[asset] < hold:
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
             return self._parts["margin"].place(c, ctx, m, account, side, price, lots, asset, hold)
+        if (account.positions or account.loans) and m.kind is _SPOT:
+            # A spot trade changes a leveraged account's exposure: the portfolio
+            # check (an account without positions or debt cannot go below zero).
+            self._parts["margin"].check_spot_fit(m, account, side, price, lots, hold, ctx.timestamp)
         now = ctx.timestamp
         if crosses:
             if tif is _POST_ONLY:

@@ -131,18 +131,40 @@ class AutoBorrowing:
             raise ExchangeError(Reason.BORROW_UNAVAILABLE, f"lending book {market.id} cannot lend {shortfall}")
         self._execute(market, account, plan, now, events)
 
-    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
-        """INSUFFICIENT_MARGIN unless the spot order, filled in full at its
-        limit price paying its worst fee, with the loans just opened, leaves
-        opening-level available margin >= 0 - and so does not filling it at
-        all (the available margin is concave in the filled fraction, so the
-        two ends are the worst cases)."""
+    def check_spot_fit(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+        """A spot order that fits the free balance, by an account with positions
+        or loans: INSUFFICIENT_MARGIN if, filled in full at its limit price paying
+        its worst fee, it would leave opening-level available margin below zero -
+        unless it does not lower it (an account already under water may still
+        trade its way out). Placing it unfilled moves balance between free and
+        held only, which changes no margin."""
+        if not self._leveraged(account):
+            return
         perps = self.engine._perps
         model = perps.risk_model()
-        portfolio, prices = perps.portfolio_of(account, now, None, None)
-        unfilled = perps._available(model, portfolio, prices)
-        if unfilled < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
+        # The account's open perp orders assumed filled, as the perp check assumes them.
+        portfolio, prices = perps.portfolio_of(account, now, None, None, True)
+        after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        if after >= 0:
+            return
+        # Under water once filled: allowed only if it does not lower the margin.
+        portfolio, prices = perps.portfolio_of(account, now, None, None, True)
+        if after < perps._available(model, portfolio, prices):
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
+
+    @staticmethod
+    def _leveraged(account) -> bool:
+        for position in account.positions.values():
+            if position.size:
+                return True
+        for loan in account.loans.values():
+            if loan.borrower is account:
+                return True
+        return False
+
+    def _filled(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
+        """Opening-level available margin of ``portfolio`` with the spot order
+        filled in full at its limit price, paying its worst fee."""
         ids = self.engine._asset_ids
         balances = portfolio.balances
         base, quote = ids[market.base], ids[market.quote]
@@ -156,7 +178,21 @@ class AutoBorrowing:
         balances[paid] = balances.get(paid, 0) - paid_amount
         if got in prices:  # without a price what it buys counts as worth nothing
             balances[got] = balances.get(got, 0) + got_amount
-        available = perps._available(model, portfolio, prices)
+        return self.engine._perps._available(model, portfolio, prices)
+
+    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+        """INSUFFICIENT_MARGIN unless the spot order, filled in full at its
+        limit price paying its worst fee, with the loans just opened, leaves
+        opening-level available margin >= 0 - and so does not filling it at
+        all (the available margin is concave in the filled fraction, so the
+        two ends are the worst cases)."""
+        perps = self.engine._perps
+        model = perps.risk_model()
+        portfolio, prices = perps.portfolio_of(account, now, None, None)
+        unfilled = perps._available(model, portfolio, prices)
+        if unfilled < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
+        available = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if available < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 

@@ -234,8 +234,15 @@ class PerpClearing(SpotClearing):
     # ==== R1: the pre-trade check and holds ===============================
 
     def hold_for(self, market, side: int, price: int, lots: int, crosses: bool) -> tuple[int, int]:
-        """A perp order holds its worst fee, in the quote asset."""
+        """A perp order holds its worst fee, in the quote asset. A sell that
+        crosses fills at the bids, from the best down to its limit: its fee is
+        worst at the best bid's price, not at its limit (a hold at the limit let
+        a fill's fee overdraw the free balance; found by the portfolio property test)."""
         notional = price * lots
+        if crosses and side != BUY:
+            best = market.book.bids.best
+            if best is not None and best > price:
+                notional = best * lots
         rate = market.max_fee if crosses else market.maker_fee
         return market.quote, -(-notional * rate // FEE_SCALE)
 
