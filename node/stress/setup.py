@@ -157,10 +157,22 @@ class _SetupSender:
             hashes.append("0x" + tx_hash.hex())
         calls = [("eth_sendRawTransaction", ["0x" + raw.hex()]) for raw in raws]
         for start in range(0, len(calls), _SETUP_BATCH):
-            for result in await self.rpc.batch(calls[start : start + _SETUP_BATCH]):
+            chunk = calls[start : start + _SETUP_BATCH]
+            results = await self.rpc.batch(chunk)
+            if any(isinstance(r, RpcError) and _out_of_order(r.message) for r in results):
+                # hardhat node answers a batch's calls concurrently and, automining,
+                # refuses a nonce ahead of the account's: send the refused ones
+                # again one at a time, in order (a resend of an accepted one is skipped).
+                results = [await self._send_one(call) if isinstance(r, RpcError) and _out_of_order(r.message)
+                           else r for call, r in zip(chunk, results)]
+            for result in results:
                 if isinstance(result, RpcError):
                     raise SetupError(f"setup transaction rejected: {result.message}")
         return await self._receipts(hashes)
+
+    async def _send_one(self, call):
+        (result,) = await self.rpc.batch([call])
+        return result
 
     async def _receipts(self, hashes: list[str]) -> list[dict]:
         receipts: dict[str, dict] = {}
@@ -184,3 +196,9 @@ class _SetupSender:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
         return [receipts[h] for h in hashes]
+
+
+def _out_of_order(message: str) -> bool:
+    """A refusal that only means "this nonce arrived before an earlier one"."""
+    text = message.lower()
+    return "nonce too high" in text or "can't be queued" in text
