@@ -354,18 +354,17 @@ class Solvency:
             except ExchangeError:  # an asset without a price: looked at again when one arrives
                 return
             available_liq = margin.available_liq
+            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq) if exposed else {}
         else:
             # No policy: the liquidation level is all it needs (RiskModel.available_liq,
             # evaluate's figure exactly, without the rest of the Margin).
             perps = engine._perps
             portfolio, prices = perps.portfolio_of(a, now, None, None, False)
             try:
-                available_liq = model.available_liq(portfolio, prices)
+                # exposed here (else it returned above): the bands too, in the same pass
+                available_liq, bands = model.liq_band(portfolio, prices)
             except KeyError:  # an asset without a price: looked at again when one arrives
                 return
-        bands: dict = {}
-        if exposed:
-            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq)
         flagged = exposed and available_liq <= 0
         holds = False
         for rule in policy:

@@ -354,9 +354,8 @@ class PerpClearing(SpotClearing):
         per-market constants come from ``_perp_info``, the prices dict is
         rebuilt only when an oracle price changed (``_prices_for``)."""
         engine = self.engine
-        ids = engine._asset_ids
         balances = {}
-        for key, amount in zip(ids, map(_add, account.available, account.reserved)):
+        for key, amount in zip(engine._asset_ids, map(_add, account.available, account.reserved)):
             if amount:
                 balances[key] = amount
         positions = {}
@@ -375,18 +374,27 @@ class PerpClearing(SpotClearing):
         if positions:
             info = self._perp_info
             oracle = self.oracle.prices
-            for mid in sorted(positions):
+            for mid in sorted(positions) if len(positions) > 1 else positions:
                 size, entry, owed = positions[mid]
                 if not size and not owed:
                     continue
                 m, base, base_id, oracle_mark, one = info[mid]
-                mark = (oracle[base] or None) if oracle_mark else self.mark_price(m)
-                if mark is None:  # no oracle price (yet): value it at its entry price
+                mark = oracle[base]
+                if not mark:  # no oracle price (yet): value it at its entry price
                     mark = entry * one // size if size else 0
+                elif not oracle_mark:
+                    # mark_price, inlined: the median of oracle, book mid and last trade
+                    book = m.book
+                    bid, ask = book.bids.best, book.asks.best
+                    lot_size = m.lot_size
+                    mid_price = ((bid + ask) // 2 * one // lot_size
+                                 if bid is not None and ask is not None else mark)
+                    last = self.markets[mid].last_trade
+                    last = last * one // lot_size if last else mark
+                    mark = sorted((mark, mid_price, last))[1]
                 perps.append((base_id, size, entry, mark, owed))
-        lending = engine.lending
         if account.loans:
-            lent, borrowed = lending.terms_by_id(account, now)
+            lent, borrowed = engine.lending.terms_by_id(account, now)
         else:
             lent = borrowed = []
         prices = self._prices_for()
@@ -411,12 +419,22 @@ class PerpClearing(SpotClearing):
         return self._prices
 
     def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> None:
+        """The open-orders part of ``portfolio_of`` (see its docstring).
+
+        Per market, a direction's final size does not depend on the order the
+        fills come in (``trade`` always returns ``size + quantity``), so the
+        worse direction is chosen from the sums of lots alone (ties: BUY, as
+        the loop over (BUY, SELL) with a strict comparison chose). Only the
+        chosen direction's entry value and cash are computed: when every one
+        of its fills grows the position (the position after the new order is
+        flat or already on that side) they are plain sums, no PnL is realized
+        and the order of the fills does not matter; otherwise its orders are
+        replayed through ``trade`` by order id, exactly as before."""
         markets = self.markets
-        by_market: dict = {}  # perp market id -> ([buy orders], [sell orders]), by order id
+        by_market: dict = {}  # perp market id -> ([buy orders], [sell orders])
         open_orders = account.open_orders
         if open_orders:
-            for oid in sorted(open_orders):
-                o = open_orders[oid]
+            for o in open_orders.values():
                 mid = o.market
                 if mid in markets and o is not replacing:
                     sides = by_market.get(mid)
@@ -435,28 +453,45 @@ class PerpClearing(SpotClearing):
         for mid in sorted(by_market) if len(by_market) > 1 else by_market:
             m = info[mid][0]
             lot = m.lot_size
-            start = positions.get(mid, _FLAT)
-            sides = by_market[mid]
-            worst = None
-            for direction in (BUY, 1):
-                size, entry, owed = start
-                cash = 0
-                if new is not None and new[0] is m:
-                    _, side, price, lots, fee = new
-                    size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
-                                                  price * lots, price, lot)
-                    cash = realized - fee
-                step = lot if direction == BUY else -lot
-                for o in sides[direction]:
-                    price = o.price
-                    lots = o.remaining
-                    size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
-                    cash += realized - o.reserved
-                if worst is None or abs(size) > abs(worst[0]):
-                    worst = (size, entry, owed, cash)
-                if not sides[0] and not sides[1]:
-                    break  # both directions are the new order alone: the same outcome, BUY's
-            size, entry, owed, cash = worst
+            size, entry, owed = positions.get(mid, _FLAT)
+            cash = 0
+            if new is not None and new[0] is m:
+                _, side, price, lots, fee = new
+                size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
+                                              price * lots, price, lot)
+                cash = realized - fee
+            buys, sells = by_market[mid]
+            bought = 0
+            for o in buys:
+                bought += o.remaining
+            sold = 0
+            for o in sells:
+                sold += o.remaining
+            if abs(size - sold * lot) > abs(size + bought * lot):
+                orders, step = sells, -lot
+            else:
+                orders, step = buys, lot
+            if orders:
+                if not size or (size > 0) == (step > 0):
+                    # every fill grows the position: entry += notional, nothing realized
+                    notional = 0
+                    for o in orders:
+                        notional += o.price * o.remaining
+                        cash -= o.reserved
+                    if step > 0:
+                        size += bought * lot
+                        entry += notional
+                    else:
+                        size -= sold * lot
+                        entry -= notional
+                else:
+                    if len(orders) > 1:
+                        orders = sorted(orders, key=_order_id)
+                    for o in orders:
+                        price = o.price
+                        lots = o.remaining
+                        size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
+                        cash += realized - o.reserved
             positions[mid] = (size, entry, owed)
             if cash:
                 quote = ids[m.quote]
@@ -743,6 +778,10 @@ def funding_rate(premium_sum: int, samples: int, interest_ppm: int, clamp_ppm: i
     cap = cap_ppm * PPM_TO_RATE
     rate = premium + min(clamp, max(-clamp, interest - premium))
     return min(cap, max(-cap, rate))
+
+
+def _order_id(o: Order) -> int:
+    return o.id
 
 
 def _restore_perp_market(pm: PerpMarket, fields: tuple) -> None:

@@ -394,18 +394,23 @@ class RiskModel:
                 equity += (-owed * p) // scale
                 deductions -= (-interest * p) // scale
                 delta[a] = get(a, 0) - owed
-        base = equity - deductions
+        return equity - deductions - self._loss(delta, prices, shock_at, widened_at)
+
+    def _loss(self, delta: dict, prices, shock_at: int, widened_at: int) -> int:
+        """One level's scenario loss of the net exposures ``delta``
+        ({underlying: base units}); KeyError for an underlying without a price."""
+        params = self._p
         exposed = []
         for a, d in delta.items():
             p = prices[a]  # evaluate reads every exposed underlying's price, zero net or not
             if d:
                 exposed.append((a, d * p, params[a]))
         if not exposed:
-            return base
+            return 0
         if len(exposed) == 1:
             _, n, pa = exposed[0]
             so = pa[shock_at]
-            return base - (-(-n * so // pa[4]) if n > 0 else -(n * so // pa[4]))
+            return -(-n * so // pa[4]) if n > 0 else -(n * so // pa[4])
         if len(exposed) == 2:
             (a1, n1, p1), (a2, n2, p2) = exposed
             r = self._rho.get((a1, a2), 0)
@@ -424,12 +429,63 @@ class RiskModel:
                     if r:
                         q += r * oi * m[j][1]
         if q <= 0:
-            return base
+            return 0
         t = -(-q // self._den2)  # ceil(sqrt(q / den2)) = ceil(sqrt(ceil(q / den2))), exactly
         loss = isqrt(t)
         if loss * loss < t:
             loss += 1
-        return base - loss
+        return loss
+
+    def liq_band(self, portfolio: Portfolio, prices) -> tuple[int, dict]:
+        """``(available_liq(p, prices), safe_band(p, prices, LIQ, 0, available=that))``
+        in one pass over the holdings, exactly (the re-banding of an account
+        without a de-risk policy needs both; tests/exchange/test_fast_checks.py)."""
+        quote = self.quote
+        params = self._p
+        equity = 0
+        deductions = 0
+        delta: dict = {}
+        haircut: dict = {}
+        sites: dict = {}
+        get = delta.get
+        for a, amount in portfolio.balances.items():
+            if a == quote:
+                equity += amount
+            elif amount:
+                equity += amount * prices[a] // params[a][0]
+                delta[a] = get(a, 0) + amount
+                sites[a] = sites.get(a, 0) + 1
+        for a, size, entry, mark, owed in portfolio.perps:
+            equity += size * mark // params[a][0] - entry - owed
+            delta[a] = get(a, 0) + size
+            sites[a] = sites.get(a, 0) + 1
+        for a, amount in portfolio.lent:
+            if a == quote:
+                equity += amount
+                deductions += amount - amount * self._quote_cf // PPM
+            else:
+                pa = params[a]
+                v = amount * prices[a]
+                value = v // pa[0]
+                equity += value
+                deductions += value - v * pa[3] // pa[4]
+                delta[a] = get(a, 0) + amount
+                haircut[a] = haircut.get(a, 0) + amount * (PPM - pa[3])
+                sites[a] = sites.get(a, 0) + 2
+        for a, owed, interest in portfolio.borrowed:
+            if a == quote:
+                equity -= owed
+                deductions += interest
+            else:
+                p = prices[a]
+                scale = params[a][0]
+                equity += (-owed * p) // scale
+                deductions -= (-interest * p) // scale
+                delta[a] = get(a, 0) - owed
+                haircut[a] = haircut.get(a, 0) + interest * PPM
+                sites[a] = sites.get(a, 0) + 2
+        available = equity - deductions - self._loss(delta, prices, 2, 6)
+        return available, self._bands(delta, haircut, sites, prices, available, 0, 2)
 
     def _correlated(self, exposed) -> tuple:
         """Losses at both levels and the binding scenario of two or more
@@ -555,12 +611,17 @@ class RiskModel:
                 delta[a] = delta.get(a, 0) - owed
                 haircut[a] = haircut.get(a, 0) + interest * PPM
                 sites[a] = sites.get(a, 0) + 2
+        return self._bands(delta, haircut, sites, prices, available, floor, 1 if level == OPEN else 2)
+
+    def _bands(self, delta: dict, haircut: dict, sites: dict, prices, available: int, floor: int,
+               shock_at: int) -> dict:
+        """safe_band's ranges from its per-underlying sums (see its proof)."""
+        params = self._p
         bands: dict = {}
         if not sites:
             return bands
         slack = available - floor
         budget = slack - 1 - sum(sites.values())
-        shock_at = 1 if level == OPEN else 2
         knum = {}
         for a in sites:
             d = delta.get(a, 0)

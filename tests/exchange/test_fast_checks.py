@@ -2,7 +2,8 @@
 
 * ``RiskModel.available_open`` / ``available_liq`` (what the checks and the
   re-banding use) equal ``evaluate(...).available_open`` / ``available_liq``
-  exactly, on random portfolios with one, two and three underlyings;
+  exactly, on random portfolios with one, two and three underlyings, and
+  ``liq_band`` equals ``(available_liq, safe_band(LIQ))``;
 * ``LendingClearing.terms_by_id`` (cached per account and block time,
   validated by the loans' undo snapshots) equals the uncached ``_terms`` after
   every command of random streams mixing borrows, offers, repayments, spot
@@ -52,6 +53,16 @@ def test_available_equals_evaluate_with_three_underlyings(case, r12, r13, r23, l
     assert m.available_open(p, prices) == full.available_open
     assert m.available_liq(p, prices) == full.available_liq
 
+
+
+@SETTINGS
+@given(portfolios(), RHOS, st.integers(1, 11))
+def test_liq_band_equals_available_liq_and_safe_band(case, rho, scenarios):
+    """The re-banding's one-pass form gives both figures exactly."""
+    p, prices = case
+    m = model(rho, scenarios=scenarios)
+    available = m.evaluate(p, prices).available_liq
+    assert m.liq_band(p, prices) == (available, m.safe_band(p, prices, "liq", 0, available=available))
 
 def test_a_missing_price_raises_as_evaluate_does():
     m = model()
@@ -151,3 +162,93 @@ def test_a_reverted_repayment_is_not_served_from_the_cache(config):
     assert repaid != before and repaid == lending._terms(a, now, lending.asset_ids)
     e.revert(token)
     assert lending.terms_by_id(a, now) == before == lending._terms(a, now, lending.asset_ids)
+
+
+def _what_if_by_replay(perps, account, positions, balances, order, replacing):
+    """The open-orders what-if as it was first written: both directions of
+    every market replayed fill by fill through ``trade``, in order-id order,
+    the larger final position kept (ties: BUY)."""
+    from exchange.perps import _FLAT, BUY, trade
+    from exchange.types import FEE_SCALE
+    by_market: dict = {}
+    for oid in sorted(account.open_orders):
+        o = account.open_orders[oid]
+        if o.market in perps.markets and o is not replacing:
+            by_market.setdefault(o.market, ([], []))[o.side].append(o)
+    new = None
+    if order is not None:
+        m, side, price, lots = order
+        by_market.setdefault(m.id, ([], []))
+        new = (m, side, price, lots, -(-price * lots * m.max_fee // FEE_SCALE))
+    for mid in sorted(by_market):
+        m = perps._perp_info[mid][0]
+        lot = m.lot_size
+        worst = None
+        for direction in (BUY, 1):
+            size, entry, owed = positions.get(mid, _FLAT)
+            cash = 0
+            if new is not None and new[0] is m:
+                _, side, price, lots, fee = new
+                size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
+                                              price * lots, price, lot)
+                cash = realized - fee
+            step = lot if direction == BUY else -lot
+            for o in by_market[mid][direction]:
+                size, entry, realized = trade(size, entry, o.remaining * step, o.price * o.remaining, o.price, lot)
+                cash += realized - o.reserved
+            if worst is None or abs(size) > abs(worst[0]):
+                worst = (size, entry, owed, cash)
+        size, entry, owed, cash = worst
+        positions[mid] = (size, entry, owed)
+        if cash:
+            quote = perps.engine._asset_ids[m.quote]
+            balances[quote] = balances.get(quote, 0) + cash
+
+
+class _Resting:
+    def __init__(self, oid, market, side, price, remaining, reserved):
+        self.id, self.market, self.side, self.price = oid, market, side, price
+        self.remaining, self.reserved = remaining, reserved
+
+
+class _Holder:
+    def __init__(self, open_orders):
+        self.open_orders = open_orders
+
+
+_ORDER = st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(-40, 40), st.integers(1, 30),
+                   st.integers(0, 5000))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_ORDER, max_size=8), st.lists(st.tuples(st.integers(-50, 50), st.integers(-10**9, 10**9)),
+                                              min_size=2, max_size=2),
+       st.one_of(st.none(), _ORDER), st.integers(-1, 7), st.permutations(range(8)))
+def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, replaced, ids):
+    """Sums where every fill grows the position, the fill-by-fill replay
+    where some close it (PnL realized with per-fill rounding): the same
+    positions and cash as replaying both directions of every market."""
+    e = ex.Engine(config)
+    perps = e._perps
+    mids = sorted(perps.markets)
+    resting = {}
+    for k, (m, side, off, lots, reserved) in enumerate(orders):
+        market = perps._perp_info[mids[m % len(mids)]][0]
+        oid = 100 + ids[k]  # ids out of arrival order: the replay must sort them
+        resting[oid] = _Resting(oid, market.id, side, max(1, 3_000_000 + off * 1000), lots, reserved)
+    account = _Holder(resting)
+    replacing = resting.get(100 + ids[replaced]) if 0 <= replaced < len(orders) else None
+    positions = {}
+    for m, (lots, entry) in zip(mids, starts):
+        if lots or entry:
+            positions[m] = (lots * perps._perp_info[m][0].lot_size, entry, 7)
+    order = None
+    if new is not None:
+        m, side, off, lots, _ = new
+        order = (perps._perp_info[mids[m % len(mids)]][0], side, max(1, 3_000_000 + off * 1000), lots)
+    want_positions, want_balances = dict(positions), {"x": 1}
+    _what_if_by_replay(perps, account, want_positions, want_balances, order, replacing)
+    got_positions, got_balances = dict(positions), {"x": 1}
+    perps._what_if(account, got_positions, got_balances, order, replacing)
+    assert got_positions == want_positions
+    assert got_balances == want_balances
