@@ -13,6 +13,7 @@ from node.chain.blocks import next_base_fee
 from node.chain.execution import BlockEnv
 from node.chain.history import state_at
 from node.chain.state import BlixtState, FlatAccountDB
+from precompiles.abi import ERROR_SELECTOR as EXCHANGE_ERROR_SELECTOR
 from node.chain.transactions import keccak
 
 ZERO_ADDRESS = b"\x00" * 20
@@ -193,6 +194,16 @@ def _revert_message(output: bytes) -> str:
             pass
     if output[:4] == PANIC_SELECTOR and len(output) >= 36:
         return f"execution reverted: panic: 0x{int.from_bytes(output[4:36], 'big'):02x}"
+    if output[:4] == EXCHANGE_ERROR_SELECTOR and len(output) >= 100:
+        # The exchange precompile's ExchangeError(uint32 code, string reason):
+        # shown like a revert string, so `cast call` and plain JSON-RPC users read it.
+        try:
+            code = int.from_bytes(output[4:36], "big")
+            length = int.from_bytes(output[68:100], "big")
+            reason = output[100:100 + length].decode("utf-8", "replace")
+            return f"execution reverted: ExchangeError {code}: {reason}"
+        except Exception:
+            pass
     return "execution reverted"
 
 

@@ -73,6 +73,12 @@ def test_a_rejected_order_is_a_custom_error_and_changes_nothing(devnet):
     data = bytes.fromhex(str(caught.value.data)[2:])
     code, reason = decode(["uint32", "string"], data[4:])
     assert code == 6 and reason.startswith("OFF_TICK")
+    # Plain JSON-RPC users (cast call) read the reason in the error message too.
+    call = {"from": buyer, "to": Web3.to_checksum_address(EXCHANGE_ADDRESS),
+            "data": ex.encode_abi("placeLimit", [ETH_USDC, 0, PRICE + 1, LOT])}
+    answer = w3.provider.make_request("eth_call", [call, "latest"])
+    assert answer["error"]["code"] == 3
+    assert answer["error"]["message"].startswith("execution reverted: ExchangeError 6: OFF_TICK")
     # Sent as a transaction it reverts (status 0) and the book is as it was.
     tx = ex.functions.placeLimit(ETH_USDC, 0, PRICE + 1, LOT).transact({"from": buyer, "gas": 200_000})
     assert w3.eth.wait_for_transaction_receipt(tx, timeout=20).status == 0
