@@ -91,6 +91,25 @@ YEAR = 31_536_000  # seconds in the 365-day year an annual rate is quoted for
 INTEREST_DIVISOR = RATE_SCALE * YEAR
 
 
+def offers_to_take(market, borrower, lots: int, now: int) -> tuple[list, int]:
+    """([(offer, lots)], lots still missing): the lending book's offers that lend
+    ``lots``, best rate first, FIFO within a rate, skipping the borrower's own and
+    expired ones. Decided before any book change, so levels are not mutated while
+    walked (roll-overs here, automatic borrowing in margin.py)."""
+    plan = []
+    for level in market.book.asks.iter_levels():
+        o = level.head
+        while o is not None and lots:
+            if o.account is not borrower and not (o.expires_at and o.expires_at <= now):
+                take = min(lots, o.remaining)
+                plan.append((o, take))
+                lots -= take
+            o = o.next
+        if not lots:
+            break
+    return plan, lots
+
+
 def interest(principal: int, rate: int, seconds: int) -> int:
     """Interest on ``principal`` at ``rate`` (RATE_SCALE parts a year) for
     ``seconds``: rounded up, against the borrower."""
@@ -462,18 +481,8 @@ class LendingClearing(SpotClearing):
         against the best offers, best rate first, FIFO within a rate."""
         borrower = loan.borrower
         lot = market.lot_size
-        need = -(-short // lot)  # lots: the book trades whole lots; the excess stays free
-        plan = []  # decided before any book change, so levels are not mutated while walked
-        for level in market.book.asks.iter_levels():
-            o = level.head
-            while o is not None and need:
-                if o.account is not borrower and not (o.expires_at and o.expires_at <= now):
-                    take = min(need, o.remaining)
-                    plan.append((o, take))
-                    need -= take
-                o = o.next
-            if not need:
-                break
+        # Lots: the book trades whole lots; the excess stays free.
+        plan, _short_lots = offers_to_take(market, borrower, -(-short // lot), now)
         if not plan:
             return
         new_loans = []

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from .clearing import SpotClearing
 from .errors import ExchangeError, Reason
 from .events import AutoBorrowed
-from .lending import interest
+from .lending import interest, offers_to_take
 from .types import FEE_SCALE, MarketKind, MarketStatus
 
 BUY = 0
@@ -218,18 +218,7 @@ class AutoBorrowing:
         cannot. Decided before any change, like lending's roll-over."""
         if market.status is not MarketStatus.ACTIVE:
             return [] if partial else None
-        need = -(-amount // market.lot_size)
-        plan = []
-        for level in market.book.asks.iter_levels():
-            o = level.head
-            while o is not None and need:
-                if o.account is not borrower and not (o.expires_at and o.expires_at <= now):
-                    take = min(need, o.remaining)
-                    plan.append((o, take))
-                    need -= take
-                o = o.next
-            if not need:
-                break
+        plan, need = offers_to_take(market, borrower, -(-amount // market.lot_size), now)
         if need and not partial:
             return None
         return plan
