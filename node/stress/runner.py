@@ -458,7 +458,7 @@ class LoadRun:
             if index is not None:
                 ours += 1
                 self._mark_included(index, arrival)
-        number = block.get("number")
+        number = block.get("number", block.get("blockNumber"))  # Blixt's miniBlocks carry blockNumber
         timestamp = block.get("timestamp")
         self.blocks.append(
             (

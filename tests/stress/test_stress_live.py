@@ -112,3 +112,23 @@ def test_sync_mode_measures_round_trips_or_says_the_node_lacks_eip_7966(rpc_url,
     else:
         assert code == 2 and summary is None
         assert "eth_sendRawTransactionSync" in capsys.readouterr().err
+
+
+def test_miniblock_watch_counts_inclusion_at_preconfirmation(tmp_path):
+    """Blixt's miniBlocks subscription as the inclusion signal (a realtime devnet,
+    not --instant): every transaction seen, and the mini-blocks' block numbers read."""
+    from tests.conftest import Devnet
+
+    node = Devnet("--block-time", "1")
+    try:
+        ws_url = node.url.replace("http://", "ws://")
+        code, summary = _run(tmp_path, ws_url, "--count", "200", "--accounts", "4", "--seed", "live-mb",
+                             "--watch", "miniblocks")
+    finally:
+        node.stop()
+    assert code == 0
+    assert summary["config"]["watch"] == "miniblocks"
+    tx = summary["transactions"]
+    assert (tx["accepted"], tx["included"], tx["errors"]) == (200, 200, 0)
+    blocks = summary["blocks"]
+    assert blocks["count"] >= 1 and blocks["first"] >= 1
