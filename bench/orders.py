@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from transfers import HIGH_GAS_LIMIT, ROOT, _cell, _free_port, _ratio, start_node, stop_node, wait_ready  # noqa: E402
+from transfers import HIGH_GAS_LIMIT, _cell, _ratio, run_stress  # noqa: E402
 
 # name → (node kind, node arguments, workload, default count). The EVM path is an
 # order of magnitude slower, so it gets fewer orders (its run still lasts seconds).
@@ -105,25 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 def measure(config: str, batch: int, args) -> dict:
     kind, extra, workload, default_count = CONFIGURATIONS[config]
     count = args.count or default_count
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    node = start_node(kind, port, extra)
-    try:
-        wait_ready(url, node)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run.json"
-            command = [
-                sys.executable, "-m", "node.stress", "--rpc", url, "--workload", workload,
-                "--count", str(count), "--duration", str(args.duration), "--batch", str(batch),
-                "--connections", str(args.connections), "--accounts", str(args.accounts),
-                "--node-pid", str(node.pid), "--json", str(out), "--quiet", "--drain", "120",
-            ]
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=args.duration + 480)
-            if done.returncode != 0 or not out.exists():
-                raise SystemExit(f"stress run failed ({done.returncode}):\n{done.stderr}")
-            summary = json.loads(out.read_text())
-    finally:
-        stop_node(node)
+    summary = run_stress(kind, extra, [
+        "--workload", workload, "--count", str(count), "--duration", str(args.duration),
+        "--batch", str(batch), "--connections", str(args.connections), "--accounts", str(args.accounts),
+    ], timeout=args.duration + 480)
     latency = summary.get("inclusion_latency_ms") or {}
     outcomes = summary.get("receipt_outcomes") or {}
     return {

@@ -112,25 +112,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def measure(config: str, batch: int, args) -> dict:
     kind, extra = CONFIGURATIONS[config]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    node = start_node(kind, port, extra)
-    try:
-        wait_ready(url, node)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "run.json"
-            command = [
-                sys.executable, "-m", "node.stress", "--rpc", url, "--count", str(args.count),
-                "--batch", str(batch), "--connections", str(args.connections), "--accounts", str(args.accounts),
-                "--node-pid", str(node.pid), "--json", str(out), "--quiet", "--drain", "120",
-                *args.stress_args.split(),
-            ]
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-            if done.returncode != 0 or not out.exists():
-                raise SystemExit(f"stress run failed ({done.returncode}):\n{done.stderr}")
-            summary = json.loads(out.read_text())
-    finally:
-        stop_node(node)
+    summary = run_stress(kind, extra, [
+        "--count", str(args.count), "--batch", str(batch), "--connections", str(args.connections),
+        "--accounts", str(args.accounts), *args.stress_args.split(),
+    ], timeout=600)
     latency = summary.get("inclusion_latency_ms") or {}
     return {
         "included_tx_per_s": summary["rates"]["included_tx_per_s"],
@@ -143,6 +128,26 @@ def measure(config: str, batch: int, args) -> dict:
         "errors": summary["transactions"]["errors"],
         "presign_tx_per_s": summary["presign"]["tx_per_s"],
     }
+
+
+def run_stress(kind: str, extra: list[str], stress_args: list[str], timeout: float) -> dict:
+    """Start a fresh node (`kind`: anvil or blixt), run `blixt stress` against it
+    with `stress_args`, stop the node; the run's JSON summary."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    node = start_node(kind, port, extra)
+    try:
+        wait_ready(url, node)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "run.json"
+            command = [sys.executable, "-m", "node.stress", "--rpc", url, *stress_args,
+                       "--node-pid", str(node.pid), "--json", str(out), "--quiet", "--drain", "120"]
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            if done.returncode != 0 or not out.exists():
+                raise SystemExit(f"stress run failed ({done.returncode}):\n{done.stderr}")
+            return json.loads(out.read_text())
+    finally:
+        stop_node(node)
 
 
 def start_node(kind: str, port: int, extra: list[str]) -> subprocess.Popen:

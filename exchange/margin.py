@@ -152,15 +152,12 @@ class AutoBorrowing:
         if after < perps._available(model, portfolio, prices):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
-    @staticmethod
-    def _leveraged(account) -> bool:
+    def _leveraged(self, account) -> bool:
+        """A perp position or a debt: what can take an account below zero margin."""
         for position in account.positions.values():
             if position.size:
                 return True
-        for loan in account.loans.values():
-            if loan.borrower is account:
-                return True
-        return False
+        return self.engine.lending.has_debt(account)
 
     def _filled(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
         """Opening-level available margin of ``portfolio`` with the spot order
