@@ -18,7 +18,7 @@ from .types import FEE_SCALE, MarketKind, MarketStatus
 
 class Account:
     __slots__ = ("address", "available", "reserved", "open_orders", "client_ids", "fills", "exists", "snap", "digest_term",
-                 "positions", "loans")
+                 "positions", "loans", "loans_snap")
 
     def __init__(self, address: bytes, assets: int, fills_kept: int) -> None:
         self.address = address
@@ -34,6 +34,9 @@ class Account:
         self.positions: dict = {}
         # loan id -> lending.Loan, lent or borrowed (its own digest term and undo entries)
         self.loans: dict = {}
+        # engine epoch of the last change to any of its loans (set by lending's
+        # journalling; only a cache key for LendingClearing.terms_by_id)
+        self.loans_snap = -1
 
 
 class Market:

@@ -217,7 +217,7 @@ class LendingClearing(SpotClearing):
         """Journal ``loan`` (once per command) and bring its interest up to ``now``."""
         engine = self.engine
         if loan.snap != engine._epoch:
-            loan.snap = engine._epoch
+            loan.snap = loan.lender.loans_snap = loan.borrower.loans_snap = engine._epoch
             engine._log.append((self._restore_loan, loan, loan.fields()))
         engine._dirty.add(loan)
         if now > loan.accrual_start:
@@ -280,7 +280,7 @@ class LendingClearing(SpotClearing):
         loan = Loan(self._new_loan_id(), market.id, market.base, lender, borrower, principal, rate, now,
                     now + market.config.loan_term)
         engine = self.engine
-        loan.snap = engine._epoch
+        loan.snap = lender.loans_snap = borrower.loans_snap = engine._epoch
         engine._log.append((self._restore_loan, loan, loan.fields()))  # undo: back to not open
         self._set_state(loan, True, False)
         engine._dirty.add(loan)
@@ -674,25 +674,21 @@ class LendingClearing(SpotClearing):
 
         Cached per account for one block time: an entry made at epoch ``c``
         holds while ``now`` is the same, the account has as many loans, and
-        none of them has an undo snapshot of epoch ``c`` or later. That is
-        exact because every change to a loan's fields is preceded, in the same
-        command, by its snapshot (``_touch``; a new loan is made with
-        ``snap`` = the epoch) and epochs only grow: a loan changed since the
-        entry was made carries a newer snap, a loan added carries one too, and
-        a loan removed without any other change shortens ``loans``. An undo
-        restores fields without touching ``snap``, so ``Engine.revert`` clears
-        the cache. (tests/exchange/test_fast_checks.py compares it with
-        ``_terms`` on random streams with reverts.)"""
+        its ``loans_snap`` is older than ``c``. That is exact because every
+        change to a loan's fields is preceded, in the same command, by its
+        snapshot (``_touch``; a new loan is made with ``snap`` = the epoch),
+        which stamps both parties' ``loans_snap`` with the epoch, and epochs
+        only grow: a loan changed or added since the entry was made leaves a
+        stamp of ``c`` or later, and a loan removed without any other change
+        shortens ``loans``. An undo restores fields without touching the
+        stamps, so ``Engine.revert`` clears the cache. O(1) per hit, whatever
+        the number of loans. (tests/exchange/test_fast_checks.py compares it
+        with ``_terms`` on random streams with reverts.)"""
         loans = account.loans
         cache = self._terms_cache
         hit = cache.get(account)
-        if hit is not None and hit[0] == now and hit[2] == len(loans):
-            epoch = hit[1]
-            for loan in loans.values():
-                if loan.snap >= epoch:
-                    break
-            else:
-                return list(hit[3]), list(hit[4])
+        if hit is not None and hit[0] == now and hit[2] == len(loans) and account.loans_snap < hit[1]:
+            return list(hit[3]), list(hit[4])
         lent, borrowed = self._terms(account, now, self.asset_ids)
         cache[account] = (now, self.engine._epoch, len(loans), lent, borrowed)
         return list(lent), list(borrowed)

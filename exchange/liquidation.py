@@ -8,7 +8,10 @@ exposure (a perp position, a loan, a negative balance) or a de-risk policy.
 Each account's bands are the intersection of ``safe_band`` at the
 liquidation level (floor 0) and, per policy rule, the band in which its
 condition cannot hold (AVAILABLE_*_BELOW x: ``safe_band(level, floor=x-1)``;
-MARK_ABOVE y: price <= y; MARK_BELOW y: price >= y). Accounts are *marked*,
+MARK_ABOVE y: price <= y; MARK_BELOW y: price >= y), narrowed onto a
+coarse grid (``_coarse``: each finite end moves inward by less than 1/32 of
+its distance to the price) so that most re-bandings leave the index's sorted
+lists untouched. Accounts are *marked*,
 never re-evaluated, when commands change them: the marks are read off the
 objects the engine already journals (an Account, Position or Loan whose undo
 ``snap`` epoch is newer than the last batch), collected from
@@ -390,6 +393,7 @@ class Solvency:
                 was = bands.get(asset)
                 bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
         queued = holds and requeue
+        bands = _coarse(bands, prices)
         totals = _totals(a) if a is not None else None
         if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands \
                 and w.totals == totals:
@@ -856,6 +860,39 @@ def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) ->
 
 def _unmark(m: Marks, address: bytes) -> None:
     m.pending.discard(address)
+
+
+def _coarse(bands: dict, prices: dict) -> dict:
+    """``bands`` narrowed onto a coarse grid, so that the small changes most
+    commands make to an account leave its index entries as they are (an
+    index update is two sorted-list operations per end that moved).
+
+    Per finite end at distance ``d`` from the current price ``p`` (``lo``
+    above 0, ``hi`` below UNBOUNDED), with ``g = 2**(bit_length(d) - 6)``
+    (1/64 to 1/32 of ``d``; 1 when ``d < 64``): ``lo`` is rounded up and
+    ``hi`` down to a multiple of ``g``. Both only move inward, by less than
+    ``g <= d/32``, so ``lo <= p <= hi`` still holds and every price in the
+    new band was in the old one: the band stays safe, and an account is at
+    worst looked at a little before its exact threshold."""
+    out = {}
+    for a, band in bands.items():
+        lo, hi = band
+        p = prices.get(a)
+        if p is None or lo == hi:
+            out[a] = band
+            continue
+        if lo > 0:
+            d = p - lo
+            if d >= 64:
+                g = 1 << (d.bit_length() - 6)
+                lo = -(-lo // g) * g
+        if hi < UNBOUNDED:
+            d = hi - p
+            if d >= 64:
+                g = 1 << (d.bit_length() - 6)
+                hi = hi // g * g
+        out[a] = (lo, hi)
+    return out
 
 
 def _totals(a: Account) -> tuple:

@@ -330,3 +330,37 @@ def test_orders_alone_do_not_re_band_an_account_but_balance_changes_and_reverts_
     assert e._parts["solvency"].watches[ALICE].totals == tuple(
         x + y for x, y in zip(e._accounts[ALICE].available, e._accounts[ALICE].reserved))
     assert ALICE in e._parts["solvency"].index._keys
+
+
+# ---- the coarse bands the index stores ----------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from exchange.risk import UNBOUNDED  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 10**15), st.integers(0, 10**15), st.integers(0, 10**15), st.booleans(), st.booleans(),
+       st.integers(-10**6, 10**6))
+def test_coarse_bands_only_narrow_and_keep_the_price(p, below, above, open_low, open_high, nudge):
+    """The index stores a band narrowed onto a grid: never wider than the
+    safe band (so it stays safe), always holding the price it was made at,
+    and unchanged by a small change of the exact band (what spares the
+    sorted-list updates)."""
+    lo = 0 if open_low else max(0, p - below)
+    hi = UNBOUNDED if open_high else p + above
+    (clo, chi), = lq._coarse({WETH: (lo, hi)}, {WETH: p}).values()
+    assert lo <= clo <= p <= chi <= hi
+    if lo > 0 and p - lo >= 64:
+        assert clo - lo < (p - lo) / 32
+    if hi < UNBOUNDED and hi - p >= 64:
+        assert hi - chi < (hi - p) / 32
+    assert lq._coarse({WETH: (p, p)}, {WETH: p}) == {WETH: (p, p)}  # unsafe now: any move
+    assert lq._coarse({WETH: (lo, hi)}, {}) == {WETH: (lo, hi)}  # no price: as computed
+    # most small moves of an exact end leave the coarse end where it was
+    if lo > 0 and p - lo >= 2**20 and 0 < lo + nudge < p:
+        g = 1 << ((p - lo).bit_length() - 6)
+        same_cell = -(-lo // g) == -(-(lo + nudge) // g) and (p - lo - nudge).bit_length() == (p - lo).bit_length()
+        if same_cell:
+            assert lq._coarse({WETH: (lo + nudge, hi)}, {WETH: p})[WETH][0] == clo
