@@ -27,9 +27,10 @@ chain's ~10k transactions/s); its time is in the throughput, not in the
 per-command latencies.
 
 The collector is set up the way the node runs it (PERFORMANCE.md, memory):
-``gc.freeze()`` after start-up and a generation-0 threshold of --gc-gen0
-allocations (default 50,000; 700 is CPython's default). Resting orders are
-linked in cycles, so the collector keeps re-walking them otherwise.
+``gc.freeze()`` after start-up and node/cli.py's thresholds (GC_THRESHOLDS:
+a generation-0 threshold of 50,000 allocations - --gc-gen0 overrides it; 700
+is CPython's default - and the older generations' 20 and 100). Resting orders
+are linked in cycles, so the collector keeps re-walking them otherwise.
 
 The memory phase runs in a child process (so the throughput phase's garbage is
 not counted) and rests 1,000,000 orders (250 per account per market) and
@@ -56,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import exchange as ex  # noqa: E402
+from node.cli import GC_THRESHOLDS  # noqa: E402  (the collector's settings in the node)
 
 ACCOUNTS = 1000
 CONTEXT = ex.Context(block_number=1, timestamp=1_700_000_000)
@@ -147,7 +149,7 @@ def throughput(n: int, seed: int, journal: bool, digest_every: int, gc_gen0: int
     gc.collect()
     gc.freeze()  # what start-up leaves behind is not young garbage (PERFORMANCE.md, memory)
     thresholds = gc.get_threshold()
-    gc.set_threshold(gc_gen0, *thresholds[1:])
+    gc.set_threshold(gc_gen0, *GC_THRESHOLDS[1:])
 
     apply = engine.apply
     checkpoint, commit = engine.checkpoint, engine.commit
@@ -316,7 +318,7 @@ def portfolio_run(n: int, seed: int, digest_every: int, gc_gen0: int, oracle_acc
     gc.collect()
     gc.freeze()
     thresholds = gc.get_threshold()
-    gc.set_threshold(gc_gen0, *thresholds[1:])
+    gc.set_threshold(gc_gen0, *GC_THRESHOLDS[1:])
     apply = engine.apply
     checkpoint, commit = engine.checkpoint, engine.commit
     digest = engine.state_digest

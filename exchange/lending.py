@@ -683,15 +683,17 @@ class LendingClearing(SpotClearing):
         shortens ``loans``. An undo restores fields without touching the
         stamps, so ``Engine.revert`` clears the cache. O(1) per hit, whatever
         the number of loans. (tests/exchange/test_fast_checks.py compares it
-        with ``_terms`` on random streams with reverts.)"""
+        with ``_terms`` on random streams with reverts.) The lists returned
+        are the cached ones: callers must not mutate them (a Portfolio that
+        changes its terms replaces the list, as ``_check_borrow`` does)."""
         loans = account.loans
         cache = self._terms_cache
         hit = cache.get(account)
         if hit is not None and hit[0] == now and hit[2] == len(loans) and account.loans_snap < hit[1]:
-            return list(hit[3]), list(hit[4])
+            return hit[3], hit[4]
         lent, borrowed = self._terms(account, now, self.asset_ids)
         cache[account] = (now, self.engine._epoch, len(loans), lent, borrowed)
-        return list(lent), list(borrowed)
+        return lent, borrowed
 
     def _terms(self, a, now: int, keys: list) -> tuple[list, list]:
         lent: dict = {}

@@ -395,8 +395,9 @@ class Solvency:
         queued = holds and requeue
         bands = _coarse(bands, prices)
         totals = _totals(a) if a is not None else None
-        if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands \
-                and w.totals == totals:
+        if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
+            if w.totals != totals:  # nothing the sets or the index hold changed: journal the totals only
+                self._watch(address).totals = totals
             return
         w = self._watch(address)
         if flagged and not w.flagged:

@@ -292,10 +292,13 @@ class PerpClearing(SpotClearing):
         in their worse direction, leaves opening-level available margin >= 0.
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
-        now = self.engine._now
-        model = self.risk_model()
+        now = self.now  # Engine._now
+        model = self.model or self.risk_model()
         portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing)
-        after = self._available(model, portfolio, prices)
+        try:
+            after = model._available(portfolio, prices, 1, 5)  # model.available_open, one call less
+        except KeyError as missing:  # a held asset without an oracle price
+            raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
         if after >= 0:
             return
         if reduce_only:
