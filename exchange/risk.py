@@ -400,22 +400,30 @@ class RiskModel:
         """One level's scenario loss of the net exposures ``delta``
         ({underlying: base units}); KeyError for an underlying without a price."""
         params = self._p
-        exposed = []
+        # The first two exposed underlyings in locals (the usual case), a list past them.
+        a1 = a2 = exposed = None
+        n1 = n2 = 0
         for a, d in delta.items():
             p = prices[a]  # evaluate reads every exposed underlying's price, zero net or not
             if d:
-                exposed.append((a, d * p, params[a]))
-        if not exposed:
+                if a1 is None:
+                    a1, n1 = a, d * p
+                elif a2 is None:
+                    a2, n2 = a, d * p
+                elif exposed is None:
+                    exposed = [(a1, n1, params[a1]), (a2, n2, params[a2]), (a, d * p, params[a])]
+                else:
+                    exposed.append((a, d * p, params[a]))
+        if a1 is None:
             return 0
-        if len(exposed) == 1:
-            _, n, pa = exposed[0]
+        if a2 is None:
+            pa = params[a1]
             so = pa[shock_at]
-            return -(-n * so // pa[4]) if n > 0 else -(n * so // pa[4])
-        if len(exposed) == 2:
-            (a1, n1, p1), (a2, n2, p2) = exposed
+            return -(-n1 * so // pa[4]) if n1 > 0 else -(n1 * so // pa[4])
+        if exposed is None:
             r = self._rho.get((a1, a2), 0)
-            o1 = n1 * p1[widened_at]
-            o2 = n2 * p2[widened_at]
+            o1 = n1 * params[a1][widened_at]
+            o2 = n2 * params[a2][widened_at]
             q = (o1 * o1 + o2 * o2) * PPM + r * o1 * o2
         else:
             rho = self._rho
