@@ -1,0 +1,38 @@
+#!/bin/bash
+# Interleaved A/B of `bench/engine.py --portfolio`: a base revision (checked out in
+# a temporary git worktree) and the working tree run alternately, PAIRS times
+# each; prints every run and the medians, and the per-pair ratios (work / base).
+# Alternating pairs is the only comparison this shared machine allows: the same
+# code swings by 10-20 % within minutes.
+#   bash bench/portfolio_ab.sh BASE_REV [PAIRS] [extra bench/engine.py args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=${1:?base revision}
+PAIRS=${2:-5}
+shift $(( $# >= 2 ? 2 : 1 ))
+PY=$(pwd)/${PYTHON:-.venv/bin/python}
+WT=$(mktemp -d)
+OUT=$(mktemp)
+trap 'git worktree remove --force "$WT" >/dev/null 2>&1 || true; rm -f "$OUT"' EXIT
+git worktree add -q --detach "$WT" "$BASE"
+for i in $(seq "$PAIRS"); do
+  for side in base work; do
+    dir=$WT; [ "$side" = work ] && dir=$(pwd)
+    (cd "$dir" && "$PY" bench/engine.py --portfolio "$@" | tail -1 | sed "s/^{/{\"side\": \"$side\", /") >> "$OUT"
+  done
+done
+"$PY" - "$OUT" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+for side in ("base", "work"):
+    r = [x for x in rows if x["side"] == side]
+    for key in ("commands_per_s", "commands_per_s_without_ticks", "tick_ms_p50", "p99_us",
+                "oracle_update_ms_10k_accounts"):
+        values = [x[key] for x in r if key in x]
+        if values:
+            print(f"{side} {key}: median {statistics.median(values)} runs {values}")
+b = [x["commands_per_s"] for x in rows if x["side"] == "base"]
+w = [x["commands_per_s"] for x in rows if x["side"] == "work"]
+ratios = [round(y / x, 3) for x, y in zip(b, w)]
+print(f"pair ratios work/base {ratios}, median {statistics.median(ratios)}")
+PY
