@@ -52,7 +52,6 @@ _IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
 _POST_ONLY = TimeInForce.POST_ONLY
 _SPOT = MarketKind.SPOT
-_PERP = MarketKind.PERP
 _MARKET = OrderType.MARKET
 _BUY = Side.BUY
 _RESTING = OrderStatus.RESTING
@@ -577,8 +576,7 @@ class Engine:
             # which may trim a reduce-only order, then its hold.
             check = getattr(clearing, "check_order", None)
             if check is not None:
-                # Engine._now (the setter, inlined): for the portfolio check (loan interest accrues by block time)
-                self._clearing[_PERP].now = ctx.timestamp
+                self._now = ctx.timestamp  # for the portfolio check (loan interest accrues by block time)
                 lots = check(m, account, side, price, lots, tif, c.reduce_only, crosses)
                 quantity = lots * lot
             elif c.reduce_only:

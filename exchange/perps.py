@@ -295,10 +295,7 @@ class PerpClearing(SpotClearing):
         now = self.now  # Engine._now
         model = self.model or self.risk_model()
         portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing)
-        try:
-            after = model._available(portfolio, prices, 1, 5)  # model.available_open, one call less
-        except KeyError as missing:  # a held asset without an oracle price
-            raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
+        after = self._available(model, portfolio, prices)
         if after >= 0:
             return
         if reduce_only:
@@ -324,7 +321,7 @@ class PerpClearing(SpotClearing):
         """Opening-level available margin, all a pre-trade check needs
         (``RiskModel.available_open``: ``_evaluate(...).available_open`` exactly)."""
         try:
-            return model.available_open(portfolio, prices)
+            return model._available(portfolio, prices, 1, 5)  # model.available_open, one call less
         except KeyError as missing:  # a held asset without an oracle price
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
 
