@@ -18,7 +18,7 @@ from .types import FEE_SCALE, MarketKind, MarketStatus
 
 class Account:
     __slots__ = ("address", "available", "reserved", "open_orders", "client_ids", "fills", "exists", "snap", "digest_term",
-                 "positions", "loans", "loans_snap")
+                 "positions", "loans", "loans_snap", "resting", "resting_gen")
 
     def __init__(self, address: bytes, assets: int, fills_kept: int) -> None:
         self.address = address
@@ -37,6 +37,12 @@ class Account:
         # engine epoch of the last change to any of its loans (set by lending's
         # journalling; only a cache key for LendingClearing.terms_by_id)
         self.loans_snap = -1
+        # Sums over the account's resting perp orders, per perp market id:
+        # [buy lots, buy price x lots, buy held, sell lots, sell price x lots,
+        # sell held] (the margin check's what-if, perps.PerpClearing). Valid
+        # while resting_gen equals PerpClearing.resting_gen (an undo bumps it).
+        self.resting: dict | None = None
+        self.resting_gen = -1
 
 
 class Market:

@@ -52,6 +52,7 @@ _IOC = TimeInForce.IOC
 _FOK = TimeInForce.FOK
 _POST_ONLY = TimeInForce.POST_ONLY
 _SPOT = MarketKind.SPOT
+_PERP = MarketKind.PERP
 _MARKET = OrderType.MARKET
 _BUY = Side.BUY
 _RESTING = OrderStatus.RESTING
@@ -209,6 +210,7 @@ class Engine:
         # An undo restores objects without touching their snapshot epochs, which
         # the portfolio caches validate against: drop them (lending.terms_by_id).
         self.lending._terms_cache.clear()
+        self._clearing[MarketKind.PERP].resting_gen += 1  # every Account.resting too
         del self._checkpoints[i:]
         if not self._checkpoints:
             self._log.clear()
@@ -415,7 +417,9 @@ class Engine:
         at mark with pending funding, loans at ``now``); with ``assume_orders``
         its open perp orders filled as the pre-trade check assumes."""
         a = self._accounts.get(account) or Account(account, self._n_assets, 0)
-        return self._perps.portfolio_of(a, self._now if now is None else now, None, None, assume_orders)[0]
+        portfolio = self._perps.portfolio_of(a, self._now if now is None else now, None, None, assume_orders)[0]
+        portfolio.balances = {asset: amount for asset, amount in portfolio.balances.items() if amount}
+        return portfolio
 
     def margin(self, account: bytes, now: int | None = None, assume_orders: bool = False):
         """risk.Margin of the account's portfolio at oracle prices (equity,
@@ -639,6 +643,8 @@ class Engine:
                 o.live = True
                 dirty.add(o)
                 account.open_orders[order_id] = o
+                if m.kind is _PERP:
+                    clearing.rested(o, 1)
                 if cid:
                     if account.client_ids is None:
                         account.client_ids = {}
@@ -658,8 +664,8 @@ class Engine:
         remaining = o.remaining
         if rests and remaining and not stopped:
             book.add(o)
-            self._attach(o)
             clearing.trim(m, o)
+            self._attach(o)  # after trim: it counts the order's final hold (PerpClearing.rested)
             return OrderResult(order_id, _RESTING, filled * lot, remaining * lot), events
         left = o.reserved
         if left and clearing.__class__ is SpotClearing:
@@ -724,6 +730,8 @@ class Engine:
         # self._detach(o), inlined.
         a = o.account
         del a.open_orders[o.id]
+        if m.kind is _PERP:
+            m.clearing.rested(o, -1)
         if o.client_order_id:
             del a.client_ids[o.client_order_id]
         if o.expires_at:
@@ -800,6 +808,9 @@ class Engine:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
 
         # ---- cannot fail from here ----
+        perp = m.kind is _PERP
+        if perp:
+            clearing.rested(o, -1)  # its fields change: out of the account's resting sums, then back
         if requeue:
             book.remove(o)
             log = self._log
@@ -817,6 +828,8 @@ class Engine:
             book.reduce(o, lots)
         if delta:
             clearing._move_hold(o, asset, delta)
+        if perp:
+            clearing.rested(o, 1)
         return (ModifyResult(o.id, requeue),
                 [OrderModified(o.id, c.account, m.id, o.side, price, lots * m.lot_size, requeue)])
 
@@ -910,6 +923,9 @@ class Engine:
         """Index a resting order under its account (and expiry)."""
         a = o.account
         a.open_orders[o.id] = o
+        m = self._markets[o.market]
+        if m.kind is _PERP:
+            m.clearing.rested(o, 1)
         if o.client_order_id:
             if a.client_ids is None:
                 a.client_ids = {}
@@ -927,6 +943,9 @@ class Engine:
     def _unindex(self, o: Order) -> None:
         a = o.account
         del a.open_orders[o.id]
+        m = self._markets[o.market]
+        if m.kind is _PERP:
+            m.clearing.rested(o, -1)
         if o.client_order_id:
             del a.client_ids[o.client_order_id]
         if o.expires_at:
@@ -1024,6 +1043,7 @@ class Engine:
                         problems.append(f"level {level.price} totals wrong")
         if set(on_book) != set(indexed):
             problems.append("open-order indexes and books disagree")
+        problems += self._perps.audit()
         return problems
 
 

@@ -33,9 +33,13 @@ already rolls the shortfall (principal and interest) over against the best
 offers; a loan it cannot roll stays overdue, and its interest keeps accruing
 as a debt of the loan, never as a negative balance.
 
-Spot orders that fit the free balance never come here: part 1's fast path is
-untouched, and they are not margin-checked (they swap one held asset for
-another at the trader's limit price; they create no debt).
+Spot orders that fit the free balance never borrow: part 1's fast path is
+untouched for an account without positions or debt; one with them passes
+``check_spot_fit`` (the order filled in full at its limit must leave
+opening-level margin >= 0, or not lower it). A spot order that borrowed was
+checked at both ends by ``_check_spot_order`` already, whose filled end is
+exactly what ``check_spot_fit`` tests, so the re-dispatch skips it
+(``checked``).
 
 Errors (stable codes, errors.Reason):
     INSUFFICIENT_BALANCE (5)  nothing to borrow from: the asset has no lending
@@ -66,7 +70,7 @@ BUY = 0
 
 
 class AutoBorrowing:
-    __slots__ = ("engine", "lending_markets", "negative")
+    __slots__ = ("engine", "lending_markets", "negative", "checked")
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -77,6 +81,9 @@ class AutoBorrowing:
             if m.kind is MarketKind.LENDING:
                 self.lending_markets[m.base] = m
         self.negative: set = set()  # Accounts that may have a negative free balance (a hint)
+        # The Account whose spot order place() has just margin-checked, while
+        # it re-dispatches the order (check_spot_fit would repeat that check).
+        self.checked = None
 
     # ==== the engine's INSUFFICIENT_BALANCE branches ======================
 
@@ -94,12 +101,15 @@ class AutoBorrowing:
             self._borrow_or_raise(account, asset, shortfall, ctx.timestamp, events)
             if market.clearing.__class__ is SpotClearing:
                 self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp)
+                self.checked = account
             # Perp orders: the re-dispatch runs PerpClearing.check_order, whose
             # portfolio now holds the new loans.
             result, placed = engine._place(c, ctx)
         except BaseException:
+            self.checked = None
             engine.revert(token)
             raise
+        self.checked = None
         engine.commit(token)
         return result, events + placed
 
@@ -138,8 +148,8 @@ class AutoBorrowing:
         unless it does not lower it (an account already under water may still
         trade its way out). Placing it unfilled moves balance between free and
         held only, which changes no margin."""
-        if not self._leveraged(account):
-            return
+        if self.checked is account or not self._leveraged(account):
+            return  # checked by place() already (see _check_spot_order), or cannot go below zero
         perps = self.engine._perps
         model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.

@@ -82,6 +82,7 @@ from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarkMethod, 
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
+_NONE_RESTING = (0, 0, 0, 0, 0, 0)  # Account.resting sums of a market without resting orders
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -155,7 +156,8 @@ class PerpClearing(SpotClearing):
     paths test ``clearing.__class__ is SpotClearing``, so they never run here.
     """
 
-    __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key")
+    __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key",
+                 "resting_gen")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -168,6 +170,10 @@ class PerpClearing(SpotClearing):
         self._perp_info: dict = {}
         self._prices: dict = {}  # _prices_for's cache, valid while oracle.prices == _prices_key
         self._prices_key: list | None = None
+        # The generation of every Account.resting: Engine.revert bumps it (an
+        # undo restores orders behind the sums' back), making all of them
+        # stale; each is rebuilt from its open orders on its next use.
+        self.resting_gen = 0
 
     def setup(self) -> None:
         """Called by the engine once its markets exist."""
@@ -230,6 +236,71 @@ class PerpClearing(SpotClearing):
             if a.available[pm.market.quote] < 0:
                 self.engine._parts["margin"].owes(a)  # borrowed at the next Tick (exchange/margin.py)
             self.engine._dirty.add(a)
+
+    # ==== the resting perp orders' sums (Account.resting) ================
+
+    def resting_of(self, a) -> dict:
+        """``a.resting``, rebuilt from its open orders when stale: per perp
+        market id, [buy lots, buy price x lots, buy held, sell lots, sell
+        price x lots, sell held] over its resting orders there (markets
+        without any left out). Sums commute: dict order does not matter."""
+        if a.resting_gen == self.resting_gen:
+            return a.resting
+        resting: dict = {}
+        markets = self.markets
+        for o in a.open_orders.values():
+            mid = o.market
+            if mid in markets:
+                sums = resting.get(mid)
+                if sums is None:
+                    sums = resting[mid] = [0, 0, 0, 0, 0, 0]
+                k = 3 if o.side else 0
+                lots = o.remaining
+                sums[k] += lots
+                sums[k + 1] += o.price * lots
+                sums[k + 2] += o.reserved
+        a.resting = resting
+        a.resting_gen = self.resting_gen
+        return resting
+
+    def rested(self, o: Order, sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) a perp order's lots, price x lots
+        and hold in its account's sums: called where an order joins or leaves
+        the open orders (Engine._attach / _unindex and their inlined copies)
+        and, taking out then adding, around a change of a resting order's
+        fields (ModifyOrder). A maker's fill is taken out in ``settle``."""
+        a = o.account
+        if a.resting_gen != self.resting_gen:
+            return  # stale: rebuilt from the open orders on its next use
+        resting = a.resting
+        mid = o.market
+        sums = resting.get(mid)
+        if sums is None:
+            sums = resting[mid] = [0, 0, 0, 0, 0, 0]
+        k = 3 if o.side else 0
+        lots = o.remaining
+        if sign > 0:
+            sums[k] += lots
+            sums[k + 1] += o.price * lots
+            sums[k + 2] += o.reserved
+        else:
+            sums[k] -= lots
+            sums[k + 1] -= o.price * lots
+            sums[k + 2] -= o.reserved
+        if not (sums[0] or sums[3] or sums[2] or sums[5]):
+            del resting[mid]
+
+    def audit(self) -> list[str]:
+        """Every up-to-date Account.resting equals its rebuild from the open orders."""
+        problems = []
+        gen = self.resting_gen
+        for a in self.engine._accounts.values():
+            if a.resting_gen == gen:
+                kept = a.resting
+                a.resting_gen = -1
+                if self.resting_of(a) != kept:
+                    problems.append(f"resting perp order sums of {a.address.hex()} wrong: {kept} != {a.resting}")
+        return problems
 
     # ==== R1: the pre-trade check and holds ===============================
 
@@ -354,10 +425,8 @@ class PerpClearing(SpotClearing):
         per-market constants come from ``_perp_info``, the prices dict is
         rebuilt only when an oracle price changed (``_prices_for``)."""
         engine = self.engine
-        balances = {}
-        for key, amount in zip(engine._asset_ids, map(_add, account.available, account.reserved)):
-            if amount:
-                balances[key] = amount
+        # every asset, zeros included (the risk model skips them; Engine.portfolio drops them)
+        balances = dict(zip(engine._asset_ids, map(_add, account.available, account.reserved)))
         positions = {}
         if account.positions:
             markets = self.markets
@@ -368,7 +437,8 @@ class PerpClearing(SpotClearing):
                     # pending_funding, inlined
                     owed = size * (pm.funding_index - pos.funding_index) + pos.carry
                     positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
-        if order is not None or (assume_orders and account.open_orders):
+        if order is not None or (assume_orders and account.open_orders
+                                 and (account.resting or account.resting_gen != self.resting_gen)):
             self._what_if(account, positions, balances, order, replacing)
         perps = []
         if positions:
@@ -423,79 +493,79 @@ class PerpClearing(SpotClearing):
 
         Per market, a direction's final size does not depend on the order the
         fills come in (``trade`` always returns ``size + quantity``), so the
-        worse direction is chosen from the sums of lots alone (ties: BUY, as
-        the loop over (BUY, SELL) with a strict comparison chose). Only the
-        chosen direction's entry value and cash are computed: when every one
-        of its fills grows the position (the position after the new order is
-        flat or already on that side) they are plain sums, no PnL is realized
-        and the order of the fills does not matter; otherwise its orders are
-        replayed through ``trade`` by order id, exactly as before."""
-        markets = self.markets
-        by_market: dict = {}  # perp market id -> ([buy orders], [sell orders])
-        open_orders = account.open_orders
-        if open_orders:
-            for o in open_orders.values():
-                mid = o.market
-                if mid in markets and o is not replacing:
-                    sides = by_market.get(mid)
-                    if sides is None:
-                        sides = by_market[mid] = ([], [])
-                    sides[o.side].append(o)
+        worse direction is chosen from the sums of lots alone (ties: BUY).
+        Only the chosen direction's entry value and cash are computed: when
+        every one of its fills grows the position (the position after the new
+        order is flat or already on that side) they are the account's resting
+        sums (``Account.resting``: lots, price x lots, held fees), no PnL is
+        realized and the order of the fills does not matter; otherwise that
+        direction's orders are replayed through ``trade`` by order id."""
+        resting = self.resting_of(account)
         new = None
         if order is not None:
             m, side, price, lots = order
-            if m.id not in by_market:
-                by_market[m.id] = ([], [])
-            # the new order fills first, in both directions, paying its worst fee
-            new = (m, side, price, lots, -(-price * lots * m.max_fee // FEE_SCALE))
+            new = m.id
+            if new not in resting or replacing is not None:
+                resting = dict(resting)
+                resting.setdefault(new, _NONE_RESTING)
+        if replacing is not None:
+            # a modified order's old self is out of the what-if
+            mid = replacing.market
+            if order is None:
+                resting = dict(resting)
+            sums = resting[mid] = list(resting[mid])
+            k = 3 if replacing.side else 0
+            lots_out = replacing.remaining
+            sums[k] -= lots_out
+            sums[k + 1] -= replacing.price * lots_out
+            sums[k + 2] -= replacing.reserved
+            if not (sums[0] or sums[3]) and mid != new:
+                del resting[mid]  # its only order: the market is out of the what-if
         info = self._perp_info
         ids = self.engine._asset_ids
-        for mid in sorted(by_market) if len(by_market) > 1 else by_market:
+        for mid, sums in resting.items():  # per market, independent: dict order does not matter
             m = info[mid][0]
             lot = m.lot_size
             size, entry, owed = positions.get(mid, _FLAT)
             cash = 0
-            if new is not None and new[0] is m:
-                _, side, price, lots, fee = new
+            if mid == new:  # the new order fills first, in both directions, paying its worst fee
                 size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
                                               price * lots, price, lot)
-                cash = realized - fee
-            buys, sells = by_market[mid]
-            bought = 0
-            for o in buys:
-                bought += o.remaining
-            sold = 0
-            for o in sells:
-                sold += o.remaining
+                cash = realized + (price * lots * m.max_fee // -FEE_SCALE)
+            bought, buy_notional, buy_held, sold, sell_notional, sell_held = sums
             if abs(size - sold * lot) > abs(size + bought * lot):
-                orders, step = sells, -lot
-            else:
-                orders, step = buys, lot
-            if orders:
-                if not size or (size > 0) == (step > 0):
-                    # every fill grows the position: entry += notional, nothing realized
-                    notional = 0
-                    for o in orders:
-                        notional += o.price * o.remaining
-                        cash -= o.reserved
-                    if step > 0:
-                        size += bought * lot
-                        entry += notional
-                    else:
+                if sold:
+                    if size <= 0:  # every fill grows the short: nothing realized
                         size -= sold * lot
-                        entry -= notional
+                        entry -= sell_notional
+                        cash -= sell_held
+                    else:
+                        size, entry, cash = self._replay(account, mid, 1, replacing, size, entry, cash, -lot)
+            elif bought:
+                if size >= 0:  # every fill grows the long: nothing realized
+                    size += bought * lot
+                    entry += buy_notional
+                    cash -= buy_held
                 else:
-                    if len(orders) > 1:
-                        orders = sorted(orders, key=_order_id)
-                    for o in orders:
-                        price = o.price
-                        lots = o.remaining
-                        size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
-                        cash += realized - o.reserved
+                    size, entry, cash = self._replay(account, mid, BUY, replacing, size, entry, cash, lot)
             positions[mid] = (size, entry, owed)
             if cash:
                 quote = ids[m.quote]
                 balances[quote] = balances.get(quote, 0) + cash
+
+    def _replay(self, account, mid: int, side: int, replacing, size: int, entry: int, cash: int,
+                step: int) -> tuple[int, int, int]:
+        """``side``'s resting orders on ``mid`` filled one by one, by order id,
+        against a position they shrink (PnL realized on the way)."""
+        lot = abs(step)
+        for oid in sorted(account.open_orders):
+            o = account.open_orders[oid]
+            if o.market == mid and o.side == side and o is not replacing:
+                price = o.price
+                lots = o.remaining
+                size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
+                cash += realized - o.reserved
+        return size, entry, cash
 
     # ==== R2: settlement ==================================================
 
@@ -517,6 +587,7 @@ class PerpClearing(SpotClearing):
         sign = 1 if taker_side == BUY else -1
         keep_fills = engine._fills_kept
         push = events.append
+        gen = self.resting_gen
         if taker.snap != epoch:
             taker.snap = epoch
             log_append((_restore_order_money, taker, taker.reserved, taker.fee_basis, taker.fees_paid))
@@ -558,6 +629,12 @@ class PerpClearing(SpotClearing):
             maker.reserved -= maker_fee
             maker_account.reserved[quote] -= maker_fee
             fee_account.available[quote] += taker_fee + maker_fee
+            if maker_account.resting_gen == gen:  # the fill out of the maker's resting sums
+                sums = maker_account.resting[market_id]
+                k = 3 if maker.side else 0
+                sums[k] -= lots
+                sums[k + 1] -= notional
+                sums[k + 2] -= maker_fee
             base_amount = lots * lot
             dirty_add(maker_account)
             dirty_add(maker)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import exchange as ex
 from exchange.risk import Portfolio, RiskModel, UnderlyingRisk, is_psd
-from exchange_helpers import CTX, USD
+from exchange_helpers import CTX, LOT, USD, px
 from test_portfolio_properties import LENDER, TRADERS, USDC_LEND, _command, _setup, step
 from test_risk import LINK, PPM, RHOS, USDC, WBTC, WETH, model, portfolios
 
@@ -214,6 +214,7 @@ class _Resting:
 class _Holder:
     def __init__(self, open_orders):
         self.open_orders = open_orders
+        self.resting, self.resting_gen = None, -1  # built from open_orders by PerpClearing.resting_of
 
 
 _ORDER = st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(-40, 40), st.integers(1, 30),
@@ -252,3 +253,100 @@ def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, rep
     perps._what_if(account, got_positions, got_balances, order, replacing)
     assert got_positions == want_positions
     assert got_balances == want_balances
+
+
+# ---- Account.resting: the resting perp orders' sums, kept as orders change ----
+
+_PERP_STEP = st.tuples(
+    st.integers(0, 11),  # action
+    st.integers(0, 2),  # trader
+    st.sampled_from([ex.Side.BUY, ex.Side.SELL]),
+    st.integers(-12, 12),  # price offset (ticks of 1 USD)
+    st.integers(1, 40),  # lots
+    st.integers(0, 9),  # roll: reverts, outer checkpoints, expiry
+)
+
+
+def _perp_command(e, action, who, side, offset, lots, roll, now):
+    """One command touching resting perp orders in every way the engine has."""
+    ETH_PERP = 2  # noqa: N806 (the market's id in the default config)
+    price = px(2000 + offset)
+    open_ids = sorted(oid for oid, o in e._accounts[who].open_orders.items() if o.market == ETH_PERP) \
+        if who in e._accounts else []
+    if action <= 3:  # rests (GTC, some expiring) or takes first, then rests
+        return ex.PlaceOrder(who, ETH_PERP, side, price, lots * LOT,
+                             expires_at=now + 60 if roll < 3 else 0,
+                             stp=ex.SelfTradePrevention(roll % 3))
+    if action == 4:
+        return ex.PlaceOrder(who, ETH_PERP, side, price, lots * LOT, time_in_force=ex.TimeInForce.IOC,
+                             stp=ex.SelfTradePrevention(roll % 3))
+    if action == 5:
+        return ex.PlaceOrder(who, ETH_PERP, side, price, lots * LOT, time_in_force=ex.TimeInForce.POST_ONLY)
+    if action in (6, 7) and open_ids:  # modify: in place (fewer lots) or re-queued (price, more lots)
+        oid = open_ids[offset % len(open_ids)]
+        o = e._accounts[who].open_orders[oid]
+        if action == 6:
+            return ex.ModifyOrder(who, oid, o.price, max(1, o.remaining - lots) * LOT)
+        return ex.ModifyOrder(who, oid, o.price + (1 if roll % 2 else -1) * 1000, (o.remaining + lots) * LOT)
+    if action == 8 and open_ids:
+        return ex.CancelOrder(who, open_ids[offset % len(open_ids)])
+    if action == 9:
+        return ex.Batch(who, (ex.PlaceOrder(who, ETH_PERP, side, price, lots * LOT),
+                              ex.CancelAll(who, ETH_PERP) if roll % 2 else ex.CancelOrder(who, 1),
+                              ex.PlaceOrder(who, ETH_PERP, 1 - side, px(2000 - offset), lots * LOT)))
+    if action == 10:
+        return ex.ExpireOrders()
+    return ex.Tick()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.function_scoped_fixture])
+@given(st.lists(_PERP_STEP, min_size=5, max_size=40))
+def test_resting_sums_follow_every_change_of_resting_perp_orders(config, steps):
+    """After every command - a rest, a take then rest (trim), a maker fill, a
+    self-trade cancel, a modify in place or re-queued, a cancel, a batch, an
+    expiry - each account's resting sums equal their rebuild from its open
+    orders (``PerpClearing.audit``), with single commands and outer
+    checkpoints over several reverted at random (an undo makes them stale,
+    rebuilt on the next use). Each step starts from sums that are current
+    (the audit rebuilds), so it tests that step's own updates."""
+    e = _setup(config)
+    perps = e._perps
+    for who in TRADERS:
+        e.apply(ex.Deposit(who, 0, 100_000 * USD), CTX)
+    now, block = CTX.timestamp, CTX.block_number
+    outer = None
+    compared = 0
+    for action, trader, side, offset, lots, roll in steps:
+        if outer is None and roll == 9:
+            outer = (e.checkpoint(), now, block)
+        if action == 11:
+            now += 30
+            block += 1
+        command = _perp_command(e, action, TRADERS[trader], side, offset, lots, roll, now)
+        if command is None:
+            continue
+        token = e.checkpoint()
+        try:
+            e.apply(command, ex.Context(block, now))
+        except ex.ExchangeError:
+            e.commit(token)
+        else:
+            if roll == 4:
+                e.revert(token)
+            else:
+                e.commit(token)
+        if outer is not None and roll in (7, 8):
+            if roll == 7:
+                e.revert(outer[0])
+                _, now, block = outer
+            else:
+                e.commit(outer[0])
+            outer = None
+        current = [a for a in e._accounts.values() if a.resting_gen == perps.resting_gen]
+        compared += len(current)
+        assert perps.audit() == []
+        for a in e._accounts.values():
+            perps.resting_of(a)  # current for the next step
+    assert compared > 0
+    assert e.audit() == [] and e.balance_report().balanced
