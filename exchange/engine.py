@@ -208,8 +208,9 @@ class Engine:
         self._undo_to(position)
         self._next_order_id, self._next_seq, self._next_trade_id = order_id, seq, trade_id
         # An undo restores objects without touching their snapshot epochs, which
-        # the portfolio caches validate against: drop them (lending.terms_by_id).
+        # the portfolio caches validate against: drop them (lending.terms_by_id, margin_terms).
         self.lending._terms_cache.clear()
+        self.lending._fixed_cache.clear()
         self._clearing[MarketKind.PERP].resting_gen += 1  # every Account.resting too
         del self._checkpoints[i:]
         if not self._checkpoints:

@@ -89,6 +89,8 @@ BUY = 0
 SELL = 1
 YEAR = 31_536_000  # seconds in the 365-day year an annual rate is quoted for
 INTEREST_DIVISOR = RATE_SCALE * YEAR
+_NO_TERMS: list = []  # shared, never mutated (callers of margin_terms must not mutate its lists)
+_NEVER = 1 << 62  # margin_terms' "valid before" when no loan is fixed
 
 
 def offers_to_take(market, borrower, lots: int, now: int) -> tuple[list, int]:
@@ -194,7 +196,8 @@ class LendingClearing(SpotClearing):
     paths test ``clearing.__class__ is SpotClearing``, so they never run here.
     """
 
-    __slots__ = ("loans", "by_maturity", "overdue", "ledger", "asset_ids", "asset_indexes", "_terms_cache")
+    __slots__ = ("loans", "by_maturity", "overdue", "ledger", "asset_ids", "asset_indexes", "_terms_cache",
+                 "_fixed_cache", "_quote")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -206,6 +209,9 @@ class LendingClearing(SpotClearing):
         self.asset_indexes = list(range(len(self.asset_ids)))
         # Account -> (now, epoch, number of loans, lent, borrowed): terms_by_id's cache
         self._terms_cache: dict = {}
+        # Account -> margin_terms' split of its loans (see there)
+        self._fixed_cache: dict = {}
+        self._quote = None  # asset index of the risk model's quote, on first use
 
     def setup(self) -> None:
         """Called by the engine once its markets exist."""
@@ -349,7 +355,7 @@ class LendingClearing(SpotClearing):
         if portfolio_of is None:  # no portfolio risk engine in this build: not margin-checked
             return
         now = engine._now
-        portfolio, prices = portfolio_of(account, now, None, None)
+        portfolio, prices = portfolio_of(account, now, None, None, True, True)  # available alone
         ids = self.asset_ids
         balances = portfolio.balances
         borrowed = list(portfolio.borrowed)
@@ -695,14 +701,78 @@ class LendingClearing(SpotClearing):
         cache[account] = (now, self.engine._epoch, len(loans), lent, borrowed)
         return lent, borrowed
 
-    def _terms(self, a, now: int, keys: list) -> tuple[list, list]:
+    def margin_terms(self, account, now: int) -> tuple[list, list]:
+        """``terms_by_id`` in the form that only available-margin figures may
+        read (the pre-trade checks and the re-banding; not equity, not views).
+
+        A borrowing of the risk model's quote asset that is neither overdue
+        nor past maturity counts in every available-margin figure only as
+        ``owed now + interest to term`` (risk.py: ``equity -= owed``,
+        ``deductions += interest``, no price, no exposure), and that sum does
+        not depend on the time: ``principal + interest_due - accrued +
+        ceil(principal * rate * (maturity - accrual_start) / D)``. Such loans
+        are summed once into ``(quote, sum, 0)``, valid until the earliest of
+        their maturities; the other loans (lent, other assets, overdue) are
+        computed at ``now`` as ``_terms`` does. The split is cached per
+        account as ``terms_by_id``'s entries are (epoch, number of loans,
+        ``loans_snap``; ``Engine.revert`` clears it), so a new block time
+        recomputes only the few loans that accrue, not all of them.
+        tests/exchange/test_fast_checks.py compares every available figure
+        with the full terms on random streams with reverts."""
+        loans = account.loans
+        hit = self._fixed_cache.get(account)
+        if hit is None or now >= hit[0] or hit[2] != len(loans) or account.loans_snap >= hit[1]:
+            hit = self._split(account, now)
+        variable = hit[4]
+        if not variable:
+            return _NO_TERMS, hit[3]
+        if hit[5] != now:
+            hit[5] = now
+            hit[6], hit[7] = self._terms(account, now, self.asset_ids, variable, hit[8])
+        return hit[6], hit[7]
+
+    def _split(self, account, now: int) -> list:
+        """margin_terms' cache entry: [valid before, epoch, number of loans,
+        fixed borrowed list, variable loans, their terms' time, lent, borrowed,
+        fixed sum]."""
+        q = self._quote
+        if q is None:
+            engine = self.engine
+            q = self._quote = engine._asset_index[engine._perps.risk_model().quote]
+        divisor = INTEREST_DIVISOR
+        fixed = 0
+        until = None
+        variable = []
+        for loan in account.loans.values():  # sums commute; the variable list keeps dict order, as _terms reads it
+            maturity = loan.maturity
+            if loan.borrower is account and loan.asset == q and not loan.overdue and now < maturity:
+                principal = loan.principal
+                fixed += (principal + loan.interest_due - loan.accrued
+                          - (-principal * loan.rate * (maturity - loan.accrual_start) // divisor))
+                if until is None or maturity < until:
+                    until = maturity
+            else:
+                variable.append(loan)
+        if until is None:
+            until = _NEVER
+            listed = _NO_TERMS
+        else:
+            listed = [(self.asset_ids[q], fixed, 0)]
+        hit = [until, self.engine._epoch, len(account.loans), listed, variable, None, None, None,
+               fixed if listed else None]
+        self._fixed_cache[account] = hit
+        return hit
+
+    def _terms(self, a, now: int, keys: list, loans=None, fixed=None) -> tuple[list, list]:
+        """The lent and borrowed lists of ``a``'s loans (``loans``: those
+        only), plus ``fixed`` owed with nothing to term in the quote asset."""
         lent: dict = {}
-        borrowed: dict = {}
+        borrowed: dict = {} if fixed is None else {self._quote: (fixed, 0)}
         # Loan.owed and Loan.interest_to_term, inlined (every pre-trade check
         # of a borrower runs this, once per loan); sums commute, so dict order
         # does not reach the output.
         divisor = INTEREST_DIVISOR
-        for loan in a.loans.values():
+        for loan in a.loans.values() if loans is None else loans:
             principal, rate, start = loan.principal, loan.rate, loan.accrual_start
             accrued_now = -(-principal * rate * (now - start) // divisor) if now > start else 0
             owed = principal + loan.interest_due + accrued_now - loan.accrued

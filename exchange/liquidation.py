@@ -362,7 +362,7 @@ class Solvency:
             # No policy: the liquidation level is all it needs (RiskModel.available_liq,
             # evaluate's figure exactly, without the rest of the Margin).
             perps = engine._perps
-            portfolio, prices = perps.portfolio_of(a, now, None, None, False)
+            portfolio, prices = perps.portfolio_of(a, now, None, None, False, True)  # available alone
             try:
                 # exposed here (else it returned above): the bands too, in the same pass
                 available_liq, bands = model.liq_band(portfolio, prices)

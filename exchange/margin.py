@@ -153,12 +153,12 @@ class AutoBorrowing:
         perps = self.engine._perps
         model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.
-        portfolio, prices = perps.portfolio_of(account, now, None, None, True)
+        portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if after >= 0:
             return
         # Under water once filled: allowed only if it does not lower the margin.
-        portfolio, prices = perps.portfolio_of(account, now, None, None, True)
+        portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         if after < perps._available(model, portfolio, prices):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
@@ -195,7 +195,7 @@ class AutoBorrowing:
         two ends are the worst cases)."""
         perps = self.engine._perps
         model = perps.risk_model()
-        portfolio, prices = perps.portfolio_of(account, now, None, None)
+        portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         unfilled = perps._available(model, portfolio, prices)
         if unfilled < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")

@@ -365,12 +365,12 @@ class PerpClearing(SpotClearing):
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
         model = self.model or self.risk_model()
-        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing)
+        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing, True, True)
         after = self._available(model, portfolio, prices)
         if after >= 0:
             return
         if reduce_only:
-            portfolio, prices = self.portfolio_of(account, now, None, replacing)
+            portfolio, prices = self.portfolio_of(account, now, None, replacing, True, True)
             if after >= self._available(model, portfolio, prices):
                 return
         raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
@@ -378,7 +378,7 @@ class PerpClearing(SpotClearing):
     def check_withdrawal(self, account, asset: int, amount: int, now: int) -> None:
         """A withdrawal from an account with perp positions must leave
         opening-level available margin >= 0 (open perp orders assumed filled)."""
-        portfolio, prices = self.portfolio_of(account, now, None, None)
+        portfolio, prices = self.portfolio_of(account, now, None, None, True, True)
         key = self.engine._asset_ids[asset]
         if key not in prices:
             return  # an asset without a price already counts as worth nothing
@@ -409,7 +409,7 @@ class PerpClearing(SpotClearing):
         return self.model
 
     def portfolio_of(self, account, now: int, order=None, replacing=None,
-                     assume_orders: bool = True) -> tuple[Portfolio, dict]:
+                     assume_orders: bool = True, margin_only: bool = False) -> tuple[Portfolio, dict]:
         """(risk.Portfolio, prices by asset id) of ``account``.
 
         Spot balances count free + held; each perp position at its mark with
@@ -420,6 +420,10 @@ class PerpClearing(SpotClearing):
         open perp order of the account (``replacing`` excluded) filled at its
         price in the direction, per market, that leaves the larger position;
         their realized PnL and fees land in the quote balance.
+
+        ``margin_only``: the lending terms in ``LendingClearing.margin_terms``'
+        form, for callers that read available-margin figures alone (the
+        checks, the re-banding): the same figures, but not the same equity.
 
         The hot path of every pre-trade check (and of every re-banding):
         per-market constants come from ``_perp_info``, the prices dict is
@@ -464,7 +468,10 @@ class PerpClearing(SpotClearing):
                     mark = sorted((mark, mid_price, last))[1]
                 perps.append((base_id, size, entry, mark, owed))
         if account.loans:
-            lent, borrowed = engine.lending.terms_by_id(account, now)
+            if margin_only:
+                lent, borrowed = engine.lending.margin_terms(account, now)
+            else:
+                lent, borrowed = engine.lending.terms_by_id(account, now)
         else:
             lent = borrowed = []
         prices = self._prices_for()

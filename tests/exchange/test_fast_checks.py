@@ -132,12 +132,69 @@ def test_cached_terms_and_fast_checks_match_the_full_path(config, steps):
             perps = e._perps
             portfolio, prices = perps.portfolio_of(a, now, None, None)
             assert perps._available(perps.risk_model(), portfolio, prices) == _uncached_available(e, a, now)
+            _margin_only_figures_match(e, a, now)
     if outer is not None:
         e.revert(outer[0])
         for address in accounts:
             a = e._accounts.get(address)
             if a is not None:
                 assert lending.terms_by_id(a, outer[2]) == lending._terms(a, outer[2], ids)
+
+
+def _margin_only_figures_match(e, a, now: int) -> None:
+    """The margin-only terms (quote borrowings summed time-invariantly,
+    lending.margin_terms) give the checks' and the re-banding's figures
+    exactly as the full terms do, with and without open orders assumed."""
+    perps = e._perps
+    model = perps.risk_model()
+    for assume in (True, False):
+        full, prices = perps.portfolio_of(a, now, None, None, assume)
+        fast, _ = perps.portfolio_of(a, now, None, None, assume, True)
+        assert model.available_open(fast, prices) == model.available_open(full, prices)
+        assert model.liq_band(fast, prices) == model.liq_band(full, prices)
+
+
+def test_margin_terms_follow_time_maturity_and_repayment(config):
+    """A borrower's quote loans summed once serve later block times with the
+    same available margin as the full terms; past a maturity, a repayment
+    and an undo they are split again."""
+    e = _setup(config)
+    who = TRADERS[0]
+    lending = e.lending
+    now = CTX.timestamp
+    for k in range(3):
+        now += 1000
+        e.apply(ex.PlaceOrder(who, USDC_LEND, ex.Side.BUY, 100_000_000, (100 + k) * USD,
+                              time_in_force=ex.TimeInForce.IOC), ex.Context(CTX.block_number + k, now))
+    a = e._accounts[who]
+    assert len(a.loans) == 3
+    term = config.markets[USDC_LEND].loan_term
+    lent, borrowed = lending.margin_terms(a, now)
+    assert lent == [] and len(borrowed) == 1 and borrowed[0][2] == 0
+    (_, fixed, _), = borrowed
+    for t in (now + 1, now + term // 2, now + term - 3000, now + term + 10):
+        lent2, borrowed2 = lending.margin_terms(a, t)
+        full = lending._terms(a, t, lending.asset_ids)
+        assert sum(b[1] + b[2] for b in borrowed2) == sum(b[1] + b[2] for b in full[1])
+        if t < now - 2000 + term:  # before the first maturity: the same fixed figure, no per-loan work
+            assert borrowed2 == borrowed
+        _margin_only_figures_match(e, a, t)
+    # a repayment of accrued interest alone (accrual segment kept, ``accrued`` > 0)
+    later = now + 5 * 86_400
+    e.apply(ex.RepayLoan(who, min(a.loans), 1), ex.Context(CTX.block_number + 4, later))
+    assert a.loans[min(a.loans)].accrued > 0
+    for t in (later, later + 1, later + 86_400):
+        _margin_only_figures_match(e, a, t)
+    at = later + 10
+    fixed = lending.margin_terms(a, at)[1][0][1]
+    # a partial repayment changes the sum at once; its undo restores it
+    (loan_id, _), *_ = sorted(a.loans.items())
+    token = e.checkpoint()
+    e.apply(ex.RepayLoan(who, loan_id, 50 * USD), ex.Context(CTX.block_number + 5, at))
+    assert lending.margin_terms(a, at)[1][0][1] < fixed
+    _margin_only_figures_match(e, a, at)
+    e.revert(token)
+    assert lending.margin_terms(a, at) == ([], [(lending.asset_ids[0], fixed, 0)])
 
 
 def test_a_reverted_repayment_is_not_served_from_the_cache(config):
