@@ -740,8 +740,10 @@ class Engine:
             del self._expiring_orders[o.id]
         log.append((self._reindex, o))
         reserved = o.reserved
-        if reserved and m.clearing.__class__ is SpotClearing:
-            # SpotClearing.release -> _move_hold, inlined: the whole hold goes back.
+        kind = m.clearing.__class__
+        if reserved and (kind is SpotClearing or kind is PerpClearing):
+            # SpotClearing.release / PerpClearing.release (a perp order holds its
+            # fee in the quote asset) -> _move_hold, inlined: the whole hold goes back.
             epoch = self._epoch
             if a.snap != epoch:
                 a.snap = epoch
@@ -749,7 +751,7 @@ class Engine:
             if o.snap != epoch:
                 o.snap = epoch
                 log.append((_restore_order_money, o, reserved, o.fee_basis, o.fees_paid))
-            asset = m.quote if o.side == 0 else m.base
+            asset = m.quote if o.side == 0 or kind is PerpClearing else m.base
             a.available[asset] += reserved
             a.reserved[asset] -= reserved
             o.reserved = 0

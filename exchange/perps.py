@@ -448,7 +448,9 @@ class PerpClearing(SpotClearing):
         if positions:
             info = self._perp_info
             oracle = self.oracle.prices
-            for mid in sorted(positions) if len(positions) > 1 else positions:
+            # The margin-only figures are sums (and a loss symmetric in the
+            # underlyings), so they take the positions in any order; views sort.
+            for mid in positions if margin_only or len(positions) < 2 else sorted(positions):
                 size, entry, owed = positions[mid]
                 if not size and not owed:
                     continue
@@ -474,7 +476,7 @@ class PerpClearing(SpotClearing):
                 lent, borrowed = engine.lending.terms_by_id(account, now)
         else:
             lent = borrowed = []
-        prices = self._prices_for()
+        prices = self._prices if self.oracle.prices == self._prices_key else self._prices_for()
         if len(prices) < engine._n_assets:
             for key in [k for k, v in balances.items() if k not in prices and v > 0]:
                 del balances[key]  # no price: counted as worth nothing (against the account)
