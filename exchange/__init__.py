@@ -51,14 +51,17 @@ Modules:
                  realized PnL through a per-market settlement pool, reduce-only,
                  oracle prices, mark price, funding (premium samples each Tick, a
                  cumulative index settled O(1) per position when touched, exact
-                 zero-sum carry), the perp margin check, portfolio(account)
+                 zero-sum carry), the perp margin check (its what-if reads
+                 Account.resting: per-market sums of the resting perp orders,
+                 kept as they rest, fill, change and leave), portfolio(account)
     lending.py   LendingClearing (MarketKind.LENDING): books priced in annual
                  rates (lenders SELL offers, borrowers BUY), a Loan per fill on
                  both accounts (Account.loans), exact interest by block time
                  settled on touch, RepayLoan, maturity via a (maturity, id)
                  index in the Tick hook: repay, else roll over against the best
                  offers, else overdue; share_default (pro-rata loss),
-                 portfolio_terms(account, now) for the risk model
+                 portfolio_terms(account, now) for the risk model (margin_terms:
+                 the checks' form, quote borrowings summed time-invariantly)
     margin.py    AutoBorrowing: a hold or withdrawal beyond the free balance
                  borrows the shortfall from the asset's lending book at the
                  best offers, within portfolio margin (inside a nested

@@ -639,11 +639,14 @@ class PerpClearing(SpotClearing):
             maker_account.reserved[quote] -= maker_fee
             fee_account.available[quote] += taker_fee + maker_fee
             if maker_account.resting_gen == gen:  # the fill out of the maker's resting sums
-                sums = maker_account.resting[market_id]
-                k = 3 if maker.side else 0
-                sums[k] -= lots
-                sums[k + 1] -= notional
-                sums[k + 2] -= maker_fee
+                sums = maker_account.resting.get(market_id)
+                if sums is None:  # cannot happen (a resting maker is in them); rebuilt if it did
+                    maker_account.resting_gen = -1
+                else:
+                    k = 3 if maker.side else 0
+                    sums[k] -= lots
+                    sums[k + 1] -= notional
+                    sums[k + 2] -= maker_fee
             base_amount = lots * lot
             dirty_add(maker_account)
             dirty_add(maker)
