@@ -343,7 +343,6 @@ class PerpClearing(SpotClearing):
                     crosses: bool) -> int:
         """Everything a new perp order must pass besides the part-1 rules;
         returns its lots (a reduce-only order trimmed to the position)."""
-        pm = self.markets[market.id]
         if reduce_only:
             if tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY:
                 raise ExchangeError(Reason.INVALID_ORDER, "reduce-only orders are IOC, FOK or market")
