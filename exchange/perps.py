@@ -82,7 +82,6 @@ from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarkMethod, 
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
-_NONE_RESTING = (0, 0, 0, 0, 0, 0)  # Account.resting sums of a market without resting orders
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -508,38 +507,39 @@ class PerpClearing(SpotClearing):
         sums (``Account.resting``: lots, price x lots, held fees), no PnL is
         realized and the order of the fills does not matter; otherwise that
         direction's orders are replayed through ``trade`` by order id."""
-        resting = self.resting_of(account)
-        new = None
+        resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
+        ids = self.engine._asset_ids
         if order is not None:
+            # the new order fills first, in both directions, paying its worst fee
             m, side, price, lots = order
-            new = m.id
-            if new not in resting or replacing is not None:
-                resting = dict(resting)
-                resting.setdefault(new, _NONE_RESTING)
+            mid = m.id
+            lot = m.lot_size
+            size, entry, owed = positions.get(mid, _FLAT)
+            size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
+                                          price * lots, price, lot)
+            positions[mid] = (size, entry, owed)
+            cash = realized + (price * lots * m.max_fee // -FEE_SCALE)
+            if cash:
+                quote = ids[m.quote]
+                balances[quote] = balances.get(quote, 0) + cash
         if replacing is not None:
             # a modified order's old self is out of the what-if
             mid = replacing.market
-            if order is None:
-                resting = dict(resting)
+            resting = dict(resting)
             sums = resting[mid] = list(resting[mid])
             k = 3 if replacing.side else 0
             lots_out = replacing.remaining
             sums[k] -= lots_out
             sums[k + 1] -= replacing.price * lots_out
             sums[k + 2] -= replacing.reserved
-            if not (sums[0] or sums[3]) and mid != new:
+            if not (sums[0] or sums[3]):
                 del resting[mid]  # its only order: the market is out of the what-if
         info = self._perp_info
-        ids = self.engine._asset_ids
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
             m = info[mid][0]
             lot = m.lot_size
             size, entry, owed = positions.get(mid, _FLAT)
             cash = 0
-            if mid == new:  # the new order fills first, in both directions, paying its worst fee
-                size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
-                                              price * lots, price, lot)
-                cash = realized + (price * lots * m.max_fee // -FEE_SCALE)
             bought, buy_notional, buy_held, sold, sell_notional, sell_held = sums
             if abs(size - sold * lot) > abs(size + bought * lot):
                 if sold:
