@@ -47,6 +47,17 @@ def _passive(commands, markets):
             and c.time_in_force == GTC and (c.market != bench.P_ETH_USDC or c.quantity < 50 * 10**15)]
 
 
+def _apply_all(engine, commands, ctx) -> None:
+    """Each command as the benchmark runs it: inside checkpoint() / commit()."""
+    for c in commands:
+        cp = engine.checkpoint()
+        try:
+            engine.apply(c, ctx)
+        except ex.ExchangeError:
+            pass
+        engine.commit(cp)
+
+
 def main() -> int:
     if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
         print(__doc__)
@@ -55,13 +66,7 @@ def main() -> int:
     ctx = ex.Context(block_number=1, timestamp=1_700_000_000)
     accounts = bench.addresses()
     engine = bench.portfolio_engine(accounts, ctx)
-    for c in bench.portfolio_stream(random.Random(1), 9_990, accounts, 10_000):
-        cp = engine.checkpoint()
-        try:
-            engine.apply(c, ctx)
-        except ex.ExchangeError:
-            pass
-        engine.commit(cp)
+    _apply_all(engine, bench.portfolio_stream(random.Random(1), 9_990, accounts, 10_000), ctx)
     engine.state_digest()
     later = bench.portfolio_stream(random.Random(7), 200_000, accounts, 10**9)
     perps = engine._perps
@@ -109,13 +114,7 @@ def main() -> int:
             f(*args)
         except ex.ExchangeError:
             pass
-    for c in commands:
-        cp = engine.checkpoint()
-        try:
-            engine.apply(c, ctx)
-        except ex.ExchangeError:
-            pass
-        engine.commit(cp)
+    _apply_all(engine, commands, ctx)
     return 0
 
 

@@ -73,6 +73,22 @@ def test_a_missing_price_raises_as_evaluate_does():
             m.available_open(p, {})
 
 
+def _apply(e, command, ctx, undo: bool) -> bool:
+    """Apply ``command`` inside its own checkpoint, then undo it on its own
+    when ``undo``; True when it was accepted and kept."""
+    token = e.checkpoint()
+    try:
+        e.apply(command, ctx)
+    except ex.ExchangeError:
+        e.commit(token)
+        return False
+    if undo:
+        e.revert(token)  # a command undone on its own
+        return False
+    e.commit(token)
+    return True
+
+
 def _uncached_available(e, account, now: int) -> int:
     """available_open of the check's portfolio (open orders assumed filled),
     with the lending terms computed afresh and the full evaluate."""
@@ -104,18 +120,8 @@ def test_cached_terms_and_fast_checks_match_the_full_path(config, steps):
             if action == 1:
                 now += 600 * (1 + abs(offset))
                 block += 1
-            token = e.checkpoint()
-            try:
-                e.apply(command, ex.Context(block, now))
-            except ex.ExchangeError:
-                e.commit(token)
-            else:
-                if roll == 1:
-                    e.revert(token)  # a command undone on its own
-                else:
-                    e.commit(token)
-                    if action == 0:
-                        oracle = command.price
+            if _apply(e, command, ex.Context(block, now), undo=roll == 1) and action == 0:
+                oracle = command.price
         if outer is not None and roll in (8, 9):
             if roll == 8:
                 e.revert(outer[0])
@@ -383,16 +389,7 @@ def test_resting_sums_follow_every_change_of_resting_perp_orders(config, steps):
         command = _perp_command(e, action, TRADERS[trader], side, offset, lots, roll, now)
         if command is None:
             continue
-        token = e.checkpoint()
-        try:
-            e.apply(command, ex.Context(block, now))
-        except ex.ExchangeError:
-            e.commit(token)
-        else:
-            if roll == 4:
-                e.revert(token)
-            else:
-                e.commit(token)
+        _apply(e, command, ex.Context(block, now), undo=roll == 4)
         if outer is not None and roll in (7, 8):
             if roll == 7:
                 e.revert(outer[0])
