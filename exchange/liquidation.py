@@ -502,6 +502,10 @@ class Solvency:
                 continue
             before = margin.loss_open
             token = engine.checkpoint()
+            # Fresh undo snapshots: objects this Tick (or an earlier rule) already
+            # snapped in this epoch would otherwise get no undo entry, and a
+            # skipped action's revert would leave its fees and PnL behind.
+            engine._epoch += 1
             action_events: list = []
             try:
                 amount = self._act(a, rule, ctx, action_events)
@@ -661,6 +665,7 @@ class Solvency:
         if margin.available_liq > 0:
             raise ExchangeError(Reason.NOT_LIQUIDATABLE, f"available margin {margin.available_liq}")
         token = engine.checkpoint()
+        engine._epoch += 1  # fresh undo snapshots (in a Batch, earlier actions snapped this epoch)
         events: list = []
         try:
             result = self._unwind(a, c.liquidator, ctx, events)

@@ -252,6 +252,31 @@ def test_an_action_that_would_increase_risk_is_skipped(perp, config):
     assert not events_of(events, ex.Fill) and e.balances(DAVE) == before
 
 
+def test_a_skipped_action_after_a_taken_one_is_undone_whole(perp, config):
+    """Rule 1 (cancel all) is taken, rule 2 (buy back a hedging perp short)
+    would increase the risk and is skipped: its fill, fee and realized PnL
+    are undone, though rule 1 already snapped the account in this Tick (found
+    by review: the revert left the fee and the loss behind, unbalanced)."""
+    e = perp
+    e.apply(ex.Deposit(DAVE, USDC, 5_000 * USD), CTX)
+    e.apply(ex.Deposit(DAVE, WETH, 5 * ETH), CTX)
+    place(e, BOB, ETH_PERP, Side.BUY, px(3000), 5 * ETH)
+    place(e, DAVE, ETH_PERP, Side.SELL, px(3000), 5 * ETH, time_in_force=ex.TimeInForce.IOC)
+    place(e, BOB, ETH_PERP, Side.SELL, px(3010), 10 * ETH)  # liquidity to buy the short back
+    place(e, DAVE, ETH_PERP, Side.BUY, px(2900), ETH)  # an order for rule 1 to cancel
+    rules = (lq.DeriskRule(lq.AVAILABLE_OPEN_BELOW, 0, 10**15, lq.CANCEL_ALL, 0, 0).flat()
+             + lq.DeriskRule(lq.AVAILABLE_OPEN_BELOW, 0, 10**15, lq.REDUCE_PERP, ETH_PERP, 1_000_000).flat())
+    e.apply(ex.SetDeriskPolicy(DAVE, rules), CTX)
+    free_and_held = sum(e.balances(DAVE)[USDC])
+    _, events = e.apply(ex.Tick(), at(CTX.timestamp + 1))
+    assert [ev.rule for ev in events_of(events, ex.DeriskActionTaken)] == [0]
+    assert [(ev.rule, ev.reason) for ev in events_of(events, ex.DeriskActionSkipped)] == \
+        [(1, lq.SKIP_WOULD_INCREASE_RISK)]
+    assert e.open_orders(DAVE) == [] and e.position(DAVE, ETH_PERP).size == -5 * ETH
+    assert e.balances(DAVE)[USDC] == (free_and_held, 0)  # the hold came back, nothing else moved
+    conserved(e)
+
+
 def test_policy_validation(perp):
     e = perp
     ok = lq.DeriskRule(lq.AVAILABLE_LIQ_BELOW, 0, 10, lq.CANCEL_ALL, 0, 0).flat()
