@@ -239,12 +239,17 @@ class PerpClearing(SpotClearing):
     # ==== the resting perp orders' sums (Account.resting) ================
 
     def resting_of(self, a) -> dict:
-        """``a.resting``, rebuilt from its open orders when stale: per perp
-        market id, [buy lots, buy price x lots, buy held, sell lots, sell
-        price x lots, sell held] over its resting orders there (markets
-        without any left out). Sums commute: dict order does not matter."""
+        """``a.resting``, rebuilt from its open orders when stale (``_sums``)."""
         if a.resting_gen == self.resting_gen:
             return a.resting
+        a.resting = resting = self._sums(a)
+        a.resting_gen = self.resting_gen
+        return resting
+
+    def _sums(self, a) -> dict:
+        """Per perp market id, [buy lots, buy price x lots, buy held, sell
+        lots, sell price x lots, sell held] over ``a``'s resting orders there
+        (markets without any left out). Sums commute: dict order does not matter."""
         resting: dict = {}
         markets = self.markets
         for o in a.open_orders.values():
@@ -258,8 +263,6 @@ class PerpClearing(SpotClearing):
                 sums[k] += lots
                 sums[k + 1] += o.price * lots
                 sums[k + 2] += o.reserved
-        a.resting = resting
-        a.resting_gen = self.resting_gen
         return resting
 
     def rested(self, o: Order, sign: int) -> None:
@@ -290,15 +293,15 @@ class PerpClearing(SpotClearing):
             del resting[mid]
 
     def audit(self) -> list[str]:
-        """Every up-to-date Account.resting equals its rebuild from the open orders."""
+        """Every up-to-date Account.resting equals its rebuild from the open
+        orders (read-only: a wrong one stays as it is)."""
         problems = []
         gen = self.resting_gen
         for a in self.engine._accounts.values():
             if a.resting_gen == gen:
-                kept = a.resting
-                a.resting_gen = -1
-                if self.resting_of(a) != kept:
-                    problems.append(f"resting perp order sums of {a.address.hex()} wrong: {kept} != {a.resting}")
+                rebuilt = self._sums(a)
+                if a.resting != rebuilt:
+                    problems.append(f"resting perp order sums of {a.address.hex()} wrong: {a.resting} != {rebuilt}")
         return problems
 
     # ==== R1: the pre-trade check and holds ===============================

@@ -372,7 +372,8 @@ def test_resting_sums_follow_every_change_of_resting_perp_orders(config, steps):
     orders (``PerpClearing.audit``), with single commands and outer
     checkpoints over several reverted at random (an undo makes them stale,
     rebuilt on the next use). Each step starts from sums that are current
-    (the audit rebuilds), so it tests that step's own updates."""
+    (every account's are brought up to date after each step), so it tests
+    that step's own updates."""
     e = _setup(config)
     perps = e._perps
     for who in TRADERS:
