@@ -22,7 +22,7 @@ Spot holds, per order (rounding always against the order's account):
 
 from __future__ import annotations
 
-from .book import EXPIRED, SELF_TRADE_CANCELLED, Order
+from .book import EXPIRED, Order
 from .events import Fill, OrderCancelled
 from .types import FEE_SCALE, CancelReason
 

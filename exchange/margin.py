@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from .clearing import SpotClearing
 from .errors import ExchangeError, Reason
 from .events import AutoBorrowed
-from .lending import interest, offers_to_take
+from .lending import offers_to_take
 from .types import FEE_SCALE, MarketKind, MarketStatus
 
 BUY = 0

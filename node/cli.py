@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
-from node.config import ConfigError, load_config, WEI_PER_ETH
+from node.config import ConfigError, load_config
 
 # PERFORMANCE.md point 8: the collector's thresholds while the node runs (after
 # gc.freeze()); bench/engine.py runs the engine under the same ones.

@@ -6,12 +6,9 @@ changes), then re-admit the acknowledged transactions still in the mempool.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
-
-import rlp
 
 from exchange import Engine
 from exchange import load as load_exchange_config

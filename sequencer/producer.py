@@ -17,8 +17,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import rlp
-
 from rusty_rlp import encode_raw
 
 from node.chain.blocks import Receipt, encode

@@ -9,13 +9,12 @@ the work of a block; *when* to do it is the producer's business. State is one Fl
 """
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 
 import rlp
 
 from node.chain.blocks import Header, Receipt, next_base_fee, PENDING_BLOCK_HASH
-from node.chain.execution import BlockEnv, Executor, TxInvalid
+from node.chain.execution import BlockEnv, Executor
 from node.chain.state import FlatState
 from node.chain.store import ChainStore, num8
 from node.chain.transactions import SignedTx, keccak, decode_raw_transaction

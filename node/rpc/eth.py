@@ -12,12 +12,10 @@ import itertools
 import time
 from typing import Any
 
-import rlp
-
 from node.chain.blocks import PENDING_BLOCK_HASH, Header, Log, bloom_contains
-from node.chain.execution import DELEGATION_PREFIX, TxInvalid
+from node.chain.execution import TxInvalid
 from node.chain.transactions import (
-    LEGACY, SignedTx, TxDecodeError, decode_raw_transaction, keccak,
+    SignedTx, TxDecodeError, decode_raw_transaction, keccak,
 )
 from node.rpc.format import d, header_json, log_json, q, receipt_json, tx_json
 from node.rpc.server import RpcError
@@ -217,7 +215,7 @@ class EthApi:
             if "blockHash" in tag:
                 number = self.chain.number_of_hash(parse_hash(tag["blockHash"], "blockHash"))
                 if number is None:
-                    raise RpcError(-32000, f"header for hash not found")
+                    raise RpcError(-32000, "header for hash not found")
                 return number
             if "blockNumber" in tag:
                 return self._block_number(tag["blockNumber"])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from node.chain.blocks import BLANK_ROOT, EMPTY_SHA256, EMPTY_UNCLE_HASH, ZERO_HASH, Header, Log, Receipt
-from node.chain.transactions import ACCESS_LIST, DYNAMIC_FEE, LEGACY, SET_CODE, SignedTx
+from node.chain.transactions import ACCESS_LIST, LEGACY, SET_CODE, SignedTx
 
 
 def q(n: int) -> str:

@@ -1,9 +1,6 @@
 """Restart and crash safety on the real LevelDB store."""
 from __future__ import annotations
 
-import asyncio
-import json
-
 from eth_account import Account
 from web3 import Web3
 
