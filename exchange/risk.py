@@ -446,53 +446,10 @@ class RiskModel:
 
     def liq_band(self, portfolio: Portfolio, prices) -> tuple[int, dict]:
         """``(available_liq(p, prices), safe_band(p, prices, LIQ, 0, available=that))``
-        in one pass over the holdings, exactly (the re-banding of an account
-        without a de-risk policy needs both; tests/exchange/test_fast_checks.py)."""
-        quote = self.quote
-        params = self._p
-        equity = 0
-        deductions = 0
-        delta: dict = {}
-        haircut: dict = {}
-        sites: dict = {}
-        get = delta.get
-        for a, amount in portfolio.balances.items():
-            if a == quote:
-                equity += amount
-            elif amount:
-                equity += amount * prices[a] // params[a][0]
-                delta[a] = get(a, 0) + amount
-                sites[a] = sites.get(a, 0) + 1
-        for a, size, entry, mark, owed in portfolio.perps:
-            equity += size * mark // params[a][0] - entry - owed
-            delta[a] = get(a, 0) + size
-            sites[a] = sites.get(a, 0) + 1
-        for a, amount in portfolio.lent:
-            if a == quote:
-                equity += amount
-                deductions += amount - amount * self._quote_cf // PPM
-            else:
-                pa = params[a]
-                v = amount * prices[a]
-                value = v // pa[0]
-                equity += value
-                deductions += value - v * pa[3] // pa[4]
-                delta[a] = get(a, 0) + amount
-                haircut[a] = haircut.get(a, 0) + amount * (PPM - pa[3])
-                sites[a] = sites.get(a, 0) + 2
-        for a, owed, interest in portfolio.borrowed:
-            if a == quote:
-                equity -= owed
-                deductions += interest
-            else:
-                p = prices[a]
-                scale = params[a][0]
-                equity += (-owed * p) // scale
-                deductions -= (-interest * p) // scale
-                delta[a] = get(a, 0) - owed
-                haircut[a] = haircut.get(a, 0) + interest * PPM
-                sites[a] = sites.get(a, 0) + 2
-        available = equity - deductions - self._loss(delta, prices, 2, 6)
+        (the re-banding of an account without a de-risk policy needs both;
+        tests/exchange/test_fast_checks.py)."""
+        available = self._available(portfolio, prices, 2, 6)
+        delta, haircut, sites = self._exposures(portfolio)
         return available, self._bands(delta, haircut, sites, prices, available, 0, 2)
 
     def _correlated(self, exposed) -> tuple:
@@ -597,11 +554,17 @@ class RiskModel:
             if margin is None:
                 margin = self.evaluate(portfolio, prices)
             available = margin.available_open if level == OPEN else margin.available_liq
+        delta, haircut, sites = self._exposures(portfolio)
+        return self._bands(delta, haircut, sites, prices, available, floor, 1 if level == OPEN else 2)
+
+    def _exposures(self, portfolio: Portfolio) -> tuple[dict, dict, dict]:
+        """safe_band's per-underlying sums: net exposure (base units), haircut
+        (``lent_u * (PPM - cf_u) + interest_u * PPM``) and rounding sites."""
         quote = self.quote
         params = self._p
         delta: dict = {}
-        haircut: dict = {}  # lent_u * (PPM - cf_u)  +  interest_u * PPM
-        sites: dict = {}  # rounding sites per underlying
+        haircut: dict = {}
+        sites: dict = {}
         for a, amount in portfolio.balances.items():
             if a != quote and amount:
                 delta[a] = delta.get(a, 0) + amount
@@ -619,7 +582,7 @@ class RiskModel:
                 delta[a] = delta.get(a, 0) - owed
                 haircut[a] = haircut.get(a, 0) + interest * PPM
                 sites[a] = sites.get(a, 0) + 2
-        return self._bands(delta, haircut, sites, prices, available, floor, 1 if level == OPEN else 2)
+        return delta, haircut, sites
 
     def _bands(self, delta: dict, haircut: dict, sites: dict, prices, available: int, floor: int,
                shock_at: int) -> dict:
