@@ -87,6 +87,27 @@ class SpotClearing:
         dirty.add(a)
         dirty.add(o)
 
+    def _removed_maker(self, market, maker: Order, outcome: int, events: list) -> None:
+        """A resting order the match took off the book without a fill
+        (``outcome`` EXPIRED or SELF_TRADE_CANCELLED): unindexed, its hold
+        released, an OrderCancelled. Every kind's settle does this alike."""
+        self.engine._detach(maker)
+        self.release(market, maker)
+        reason = CancelReason.EXPIRED if outcome == EXPIRED else CancelReason.SELF_TRADE
+        events.append(OrderCancelled(maker.id, maker.account.address, market.id, maker.side,
+                                     maker.price, maker.remaining * market.lot_size, reason))
+
+    def _snap_taker(self, taker: Order, fee_account) -> None:
+        """Journal the taker's money fields and both accounts a settle changes,
+        once per command, and mark the accounts for the digest (the part-2
+        settles; this class's own settle has it inlined)."""
+        engine = self.engine
+        if taker.snap != engine._epoch:
+            taker.snap = engine._epoch
+            engine._log.append((_restore_order_money, taker, taker.reserved, taker.fee_basis, taker.fees_paid))
+        engine._snap(taker.account)
+        engine._snap(fee_account)
+
     def settle(self, market, taker: Order, outcomes: list, events: list, now: int) -> int:
         """Apply match outcomes; returns the lots filled."""
         engine = self.engine
@@ -125,11 +146,7 @@ class SpotClearing:
         taker_left = taker.quantity  # lots; recomputed per fill for the event
         for maker, lots in outcomes:
             if lots <= 0:
-                reason = CancelReason.EXPIRED if lots == EXPIRED else CancelReason.SELF_TRADE
-                engine._detach(maker)
-                self.release(market, maker)
-                push(OrderCancelled(maker.id, maker.account.address, market_id, maker.side,
-                                    maker.price, maker.remaining * lot, reason))
+                self._removed_maker(market, maker, lots, events)
                 continue
             filled += lots
             taker_left -= lots

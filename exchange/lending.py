@@ -76,14 +76,14 @@ from dataclasses import dataclass
 
 from sortedcontainers import SortedList
 
-from .book import EXPIRED, Order
+from .book import Order
 from .clearing import SpotClearing, _restore_order_money
 from .commands import RepayLoan, RepayResult
 from .errors import ExchangeError, Reason
 from .events import (
-    DefaultShared, Fill, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled, OrderCancelled,
+    DefaultShared, Fill, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled,
 )
-from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarketStatus, Side
+from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarketStatus, Side
 
 BUY = 0
 SELL = 1
@@ -392,22 +392,14 @@ class LendingClearing(SpotClearing):
         taker_account = taker.account
         taker_lends = taker.side == SELL
         push = events.append
-        if taker.snap != epoch:
-            taker.snap = epoch
-            log_append((_restore_order_money, taker, taker.reserved, taker.fee_basis, taker.fees_paid))
-        engine._snap(taker_account)
-        engine._snap(fee_account)
+        self._snap_taker(taker, fee_account)
         dirty_add(taker_account)
         dirty_add(fee_account)
         filled = 0
         taker_left = taker.quantity
         for maker, lots in outcomes:
             if lots <= 0:
-                reason = CancelReason.EXPIRED if lots == EXPIRED else CancelReason.SELF_TRADE
-                engine._detach(maker)
-                self.release(market, maker)
-                push(OrderCancelled(maker.id, maker.account.address, market_id, maker.side,
-                                    maker.price, maker.remaining * lot, reason))
+                self._removed_maker(market, maker, lots, events)
                 continue
             filled += lots
             taker_left -= lots

@@ -72,13 +72,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from operator import add as _add
 
-from .book import EXPIRED, Order
+from .book import Order
 from .clearing import SpotClearing, _forget_fill, _restore_order_money
 from .commands import OracleResult, SetOraclePrice
 from .errors import ExchangeError, Reason
-from .events import Fill, FundingPaid, OracleUpdated, OrderCancelled, PositionChanged
+from .events import Fill, FundingPaid, OracleUpdated, PositionChanged
 from .risk import Portfolio, RiskModel
-from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarkMethod, TimeInForce
+from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
@@ -599,11 +599,7 @@ class PerpClearing(SpotClearing):
         keep_fills = engine._fills_kept
         push = events.append
         gen = self.resting_gen
-        if taker.snap != epoch:
-            taker.snap = epoch
-            log_append((_restore_order_money, taker, taker.reserved, taker.fee_basis, taker.fees_paid))
-        engine._snap(taker_account)
-        engine._snap(fee_account)
+        self._snap_taker(taker, fee_account)
         self._snap_market(pm)
         dirty_add(taker_account)
         dirty_add(fee_account)
@@ -612,11 +608,7 @@ class PerpClearing(SpotClearing):
         taker_left = taker.quantity
         for maker, lots in outcomes:
             if lots <= 0:
-                reason = CancelReason.EXPIRED if lots == EXPIRED else CancelReason.SELF_TRADE
-                engine._detach(maker)
-                self.release(market, maker)
-                push(OrderCancelled(maker.id, maker.account.address, market_id, maker.side,
-                                    maker.price, maker.remaining * lot, reason))
+                self._removed_maker(market, maker, lots, events)
                 continue
             filled += lots
             taker_left -= lots
