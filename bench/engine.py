@@ -192,12 +192,7 @@ def throughput(n: int, seed: int, journal: bool, digest_every: int, gc_gen0: int
     if not report.balanced or problems:
         raise SystemExit(f"engine invariants broken: {report} {problems[:5]}")
     return {
-        "commands": n,
-        "commands_per_s": round(n / (elapsed / 1e9)),
-        "p50_us": round(latencies[n // 2] / 1000, 2),
-        "p99_us": round(latencies[int(n * 0.99)] / 1000, 2),
-        "p999_us": round(latencies[int(n * 0.999)] / 1000, 2),
-        "max_us": round(latencies[-1] / 1000, 1),
+        **_rates(n, elapsed, latencies),
         "rejected": rejected,
         "digest_every": digest_every,
         "digest_us_per_command": round(digest_ns / 1e3 / n, 3),
@@ -213,6 +208,18 @@ P_USDC, P_WETH, P_WBTC = 0, 1, 2
 USD = 10**6
 # per-lot prices at the oracle: 3,000 USDC/WETH (lot 0.001), 60,000 USDC/WBTC (lot 0.0001)
 P_MIDS = {P_ETH_USDC: 3_000_000, P_ETH_PERP: 3_000_000, P_BTC_PERP: 6_000_000}
+
+
+def _rates(n: int, elapsed_ns: int, latencies: list) -> dict:
+    """Throughput and the latency percentiles of ``n`` commands (``latencies`` sorted, ns)."""
+    return {
+        "commands": n,
+        "commands_per_s": round(n / (elapsed_ns / 1e9)),
+        "p50_us": round(latencies[n // 2] / 1000, 2),
+        "p99_us": round(latencies[int(n * 0.99)] / 1000, 2),
+        "p999_us": round(latencies[int(n * 0.999)] / 1000, 2),
+        "max_us": round(latencies[-1] / 1000, 1),
+    }
 
 
 def portfolio_engine(accounts: list[bytes], ctx: ex.Context) -> ex.Engine:
@@ -374,12 +381,7 @@ def portfolio_run(n: int, seed: int, gc_gen0: int, oracle_accounts: int,
     loans = sum(len(engine._accounts[a].loans) for a in accounts)
     result = {
         "mode": "portfolio",
-        "commands": n,
-        "commands_per_s": round(n / (elapsed / 1e9)),
-        "p50_us": round(latencies[n // 2] / 1000, 2),
-        "p99_us": round(latencies[int(n * 0.99)] / 1000, 2),
-        "p999_us": round(latencies[int(n * 0.999)] / 1000, 2),
-        "max_us": round(latencies[-1] / 1000, 1),
+        **_rates(n, elapsed, latencies),
         "rejected": rejected,
         "kinds": kinds,
         "auto_borrows": borrows,

@@ -7,6 +7,7 @@ A uniquely named module (not a package: tests/exchange must not shadow the
 from __future__ import annotations
 
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,22 @@ def fee_ceil(notional: int, rate: int) -> int:
 
 def events_of(events, kind):
     return [ev for ev in events if isinstance(ev, kind)]
+
+
+def assert_perp_zero_sum(e: ex.Engine, market: int) -> None:
+    """Funding and PnL are zero-sum on a perp market: sizes sum to zero and the
+    settlement pool holds exactly what the positions still owe, as a rational
+    (each carry in (-D, 0])."""
+    pm = e._perps.markets[market]
+    pending = Fraction(0)
+    entries = sizes = 0
+    for a in e._accounts.values():
+        p = a.positions.get(market)
+        if p is None:
+            continue
+        assert -pm.divisor < p.carry <= 0
+        pending += Fraction(p.size * (pm.funding_index - p.funding_index) + p.carry, pm.divisor)
+        entries += p.entry_value
+        sizes += p.size
+    assert sizes == 0
+    assert pm.pool == -entries - pending  # exact, as a rational

@@ -7,8 +7,6 @@ oracle and mark prices are USDC units per WHOLE token."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +16,7 @@ from exchange import Reason as R
 from exchange import Side
 
 from exchange_helpers import (
-    ALICE, BOB, CAROL, CTX, ETH, LOT, USD, USDC, WETH, events_of, fee_ceil, free, px,
+    ALICE, BOB, CAROL, CTX, ETH, LOT, USD, USDC, WETH, assert_perp_zero_sum, events_of, fee_ceil, free, px,
 )
 
 ETH_PERP, BTC_PERP = 2, 3
@@ -322,20 +320,7 @@ def test_funding_and_pnl_are_zero_sum(config, steps):
             e.apply(ex.CancelAll(ALICE, ETH_PERP), CTX)
             place(e, ALICE, Side.BUY, px(3000) + move * 100, 5000 * LOT)
             place(e, ALICE, Side.SELL, px(3000) + move * 100 + 10, 5000 * LOT)
-    perps = e._perps
-    pm = perps.markets[ETH_PERP]
-    pending = Fraction(0)
-    entries = sizes = 0
-    for who in traders:
-        p = e._accounts[who].positions.get(ETH_PERP)
-        if p is None:
-            continue
-        assert -pm.divisor < p.carry <= 0
-        pending += Fraction(p.size * (pm.funding_index - p.funding_index) + p.carry, pm.divisor)
-        entries += p.entry_value
-        sizes += p.size
-    assert sizes == 0
-    assert pm.pool == -entries - pending  # exact, as a rational
+    assert_perp_zero_sum(e, ETH_PERP)
     conserved(e)
 
 

@@ -17,13 +17,11 @@ path, see exchange/margin.py), so the margin property does not cover them."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import exchange as ex
-from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, px
+from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, assert_perp_zero_sum, px
 
 AutoBorrowed = ex.events.AutoBorrowed
 DAVE = b"\xd0" * 20
@@ -106,22 +104,6 @@ def _interest_is_paid_as_earned(e, paid: dict, now: int) -> None:
             assert view.interest_paid == paid.get(view.loan_id, 0)
 
 
-def _funding_and_pnl_zero_sum(e) -> None:
-    pm = e._perps.markets[ETH_PERP]
-    pending = Fraction(0)
-    entries = sizes = 0
-    for a in e._accounts.values():
-        p = a.positions.get(ETH_PERP)
-        if p is None:
-            continue
-        assert -pm.divisor < p.carry <= 0
-        pending += Fraction(p.size * (pm.funding_index - p.funding_index) + p.carry, pm.divisor)
-        entries += p.entry_value
-        sizes += p.size
-    assert sizes == 0
-    assert pm.pool == -entries - pending
-
-
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.function_scoped_fixture])
 @given(st.lists(step, min_size=10, max_size=40))
@@ -172,7 +154,7 @@ def test_unified_account_properties(config, steps):
     event(f"auto-borrows: {min(borrowed_automatically, 3)}+")
     assert not e.audit() and not e.lending.audit()
     _interest_is_paid_as_earned(e, interest_paid, now)
-    _funding_and_pnl_zero_sum(e)
+    assert_perp_zero_sum(e, ETH_PERP)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
