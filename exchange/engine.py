@@ -922,6 +922,16 @@ class Engine:
             a.snap = self._epoch
             self._log.append((_restore_account, a, a.available[:], a.reserved[:]))
 
+    def _move_free(self, payer: Account, payee: Account, asset: int, amount: int) -> None:
+        """Move ``amount`` of asset index ``asset`` from one free balance to
+        another, both journalled (a loan repayment, a liquidation reward)."""
+        self._snap(payer)
+        self._snap(payee)
+        payer.available[asset] -= amount
+        payee.available[asset] += amount
+        self._dirty.add(payer)
+        self._dirty.add(payee)
+
     def _attach(self, o: Order) -> None:
         """Index a resting order under its account (and expiry)."""
         a = o.account

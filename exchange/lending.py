@@ -547,12 +547,7 @@ class LendingClearing(SpotClearing):
         to_interest = min(amount, loan.interest_due)
         to_principal = amount - to_interest
         if amount:
-            engine._snap(borrower)
-            engine._snap(lender)
-            borrower.available[asset] -= amount
-            lender.available[asset] += amount
-            engine._dirty.add(borrower)
-            engine._dirty.add(lender)
+            engine._move_free(borrower, lender, asset, amount)
         asset_id = self.asset_ids[asset]
         if to_interest:
             loan.interest_due -= to_interest

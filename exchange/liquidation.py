@@ -416,13 +416,7 @@ class Solvency:
     def set_oracle_price(self, perps_handler, c: SetOraclePrice, ctx):
         engine = self.engine
         # The checks of perps' handler first: a rejected command changes nothing.
-        if c.account != engine.config.oracle:
-            raise ExchangeError(Reason.NOT_AUTHORIZED)
-        index = engine._asset_index.get(c.asset)
-        if index is None:
-            raise ExchangeError(Reason.UNKNOWN_ASSET)
-        if c.price.__class__ is not int or c.price <= 0:
-            raise ExchangeError(Reason.INVALID_PRICE)
+        index = engine._perps.oracle_asset(c)
         now = ctx.timestamp
         old = engine._perps.oracle.prices[index]
         events: list = []
@@ -749,13 +743,7 @@ class Solvency:
         if not shortfall_total and remaining > 0:
             reward = remaining * engine.config.liquidation_reward // PPM
             if reward:
-                who = engine._account_for(liquidator)
-                engine._snap(a)
-                engine._snap(who)
-                a.available[q] -= reward
-                who.available[q] += reward
-                engine._dirty.add(a)
-                engine._dirty.add(who)
+                engine._move_free(a, engine._account_for(liquidator), q, reward)
                 remaining -= reward
         w = self._watch(a.address)
         w.flagged = False

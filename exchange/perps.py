@@ -681,16 +681,23 @@ class PerpClearing(SpotClearing):
 
     # ==== commands ========================================================
 
-    def set_oracle_price(self, c: SetOraclePrice, ctx):
+    def oracle_asset(self, c: SetOraclePrice) -> int:
+        """The asset index a SetOraclePrice sets, after its checks (from the
+        oracle account, a known asset, an int price > 0); raises otherwise."""
         engine = self.engine
         if c.account != engine.config.oracle:
             raise ExchangeError(Reason.NOT_AUTHORIZED)
         asset = engine._asset_index.get(c.asset)
         if asset is None:
             raise ExchangeError(Reason.UNKNOWN_ASSET)
-        price = c.price
-        if price.__class__ is not int or price <= 0:
+        if c.price.__class__ is not int or c.price <= 0:
             raise ExchangeError(Reason.INVALID_PRICE)
+        return asset
+
+    def set_oracle_price(self, c: SetOraclePrice, ctx):
+        engine = self.engine
+        asset = self.oracle_asset(c)
+        price = c.price
         oracle = self.oracle
         engine._log.append((_restore_oracle, oracle, asset, oracle.prices[asset]))
         oracle.prices[asset] = price

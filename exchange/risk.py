@@ -613,6 +613,18 @@ class RiskModel:
 # ==== threshold index =========================================================
 
 
+def _retrigger(lists: dict, asset, key, old, new) -> None:
+    """Move ``key``'s trigger on ``asset`` in one side's sorted lists from
+    ``old`` to ``new`` (either None: none stored)."""
+    if old is not None:
+        lists[asset].remove((old, key))
+    if new is not None:
+        sl = lists.get(asset)
+        if sl is None:
+            sl = lists[asset] = SortedList()
+        sl.add((new, key))
+
+
 class ThresholdIndex:
     """Accounts indexed by the prices at which they must be looked at again.
 
@@ -655,21 +667,9 @@ class ThresholdIndex:
             was = old.get(a)
             olo, ohi = was if was is not None else (None, None)
             if lo != olo:
-                if olo is not None:
-                    low[a].remove((olo, key))
-                if lo is not None:
-                    sl = low.get(a)
-                    if sl is None:
-                        sl = low[a] = SortedList()
-                    sl.add((lo, key))
+                _retrigger(low, a, key, olo, lo)
             if hi != ohi:
-                if ohi is not None:
-                    high[a].remove((ohi, key))
-                if hi is not None:
-                    sl = high.get(a)
-                    if sl is None:
-                        sl = high[a] = SortedList()
-                    sl.add((hi, key))
+                _retrigger(high, a, key, ohi, hi)
             if lo is not None or hi is not None:
                 new[a] = (lo, hi)
         for a, (olo, ohi) in old.items():
