@@ -75,8 +75,8 @@ class SpotClearing:
         a = o.account
         epoch = engine._epoch
         if a.snap != epoch:
+            engine._log.append((_restore_account, a, a.available[:], a.reserved[:], a.snap))
             a.snap = epoch
-            engine._log.append((_restore_account, a, a.available[:], a.reserved[:]))
         if o.snap != epoch:
             o.snap = epoch
             engine._log.append((_restore_order_money, o, o.reserved, o.fee_basis, o.fees_paid))
@@ -135,8 +135,8 @@ class SpotClearing:
             log_append((_restore_order_money, taker, taker.reserved, taker.fee_basis, taker.fees_paid))
         for a in (taker_account, fee_account):
             if a.snap != epoch:
+                log_append((_restore_account, a, a.available[:], a.reserved[:], a.snap))
                 a.snap = epoch
-                log_append((_restore_account, a, a.available[:], a.reserved[:]))
         dirty_add(taker_account)
         dirty_add(fee_account)
         taker_available = taker_account.available
@@ -158,8 +158,9 @@ class SpotClearing:
                 maker.snap = epoch
                 log_append((_restore_order_money, maker, maker.reserved, maker.fee_basis, maker.fees_paid))
             if maker_account.snap != epoch:
+                log_append((_restore_account, maker_account, maker_account.available[:],
+                            maker_account.reserved[:], maker_account.snap))
                 maker_account.snap = epoch
-                log_append((_restore_account, maker_account, maker_account.available[:], maker_account.reserved[:]))
             # fee = ceil(basis_after / S) - ceil(basis_before / S), see accounts.fee_for
             basis = taker.fee_basis
             taker.fee_basis = after = basis + notional * taker_rate
@@ -221,9 +222,14 @@ class SpotClearing:
         return filled
 
 
-def _restore_account(a, available: list, reserved: list) -> None:
+def _restore_account(a, available: list, reserved: list, snap: int) -> None:
     a.available[:] = available
     a.reserved[:] = reserved
+    # The snapshot epoch too: an undone change leaves no trace in what reads the
+    # epochs (liquidation.Solvency.note marks the accounts changed since the last
+    # re-banding; a reverted eth_call must not mark anyone). A lower epoch only
+    # makes the next change journal again.
+    a.snap = snap
     # The engine's dirty set is reached through the undo runner, which marks
     # every account it restores; see Engine._undo_to.
 

@@ -614,8 +614,8 @@ class Engine:
         log = self._log
         epoch = self._epoch
         if account.snap != epoch:  # self._snap(account), inlined
+            log.append((_restore_account, account, available[:], account.reserved[:], account.snap))
             account.snap = epoch
-            log.append((_restore_account, account, available[:], account.reserved[:]))
         available[asset] -= hold
         account.reserved[asset] += hold
         o.reserved = hold
@@ -746,8 +746,8 @@ class Engine:
             # fee in the quote asset) -> _move_hold, inlined: the whole hold goes back.
             epoch = self._epoch
             if a.snap != epoch:
+                log.append((_restore_account, a, a.available[:], a.reserved[:], a.snap))
                 a.snap = epoch
-                log.append((_restore_account, a, a.available[:], a.reserved[:]))
             if o.snap != epoch:
                 o.snap = epoch
                 log.append((_restore_order_money, o, reserved, o.fee_basis, o.fees_paid))
@@ -919,8 +919,8 @@ class Engine:
     def _snap(self, a: Account) -> None:
         """Journal ``a``'s balances, once per command (see SpotClearing.settle)."""
         if a.snap != self._epoch:
+            self._log.append((_restore_account, a, a.available[:], a.reserved[:], a.snap))
             a.snap = self._epoch
-            self._log.append((_restore_account, a, a.available[:], a.reserved[:]))
 
     def _move_free(self, payer: Account, payee: Account, asset: int, amount: int) -> None:
         """Move ``amount`` of asset index ``asset`` from one free balance to

@@ -223,18 +223,21 @@ class LendingClearing(SpotClearing):
         """Journal ``loan`` (once per command) and bring its interest up to ``now``."""
         engine = self.engine
         if loan.snap != engine._epoch:
+            engine._log.append((self._restore_loan, loan, loan.fields(), loan.snap))
             loan.snap = loan.lender.loans_snap = loan.borrower.loans_snap = engine._epoch
-            engine._log.append((self._restore_loan, loan, loan.fields()))
         engine._dirty.add(loan)
         if now > loan.accrual_start:
             total = interest(loan.principal, loan.rate, now - loan.accrual_start)
             loan.interest_due += total - loan.accrued
             loan.accrued = total
 
-    def _restore_loan(self, loan: Loan, fields: tuple) -> None:
+    def _restore_loan(self, loan: Loan, fields: tuple, snap: int) -> None:
         self._unindex(loan)
         (loan.principal, loan.accrual_start, loan.accrued, loan.interest_due, loan.interest_paid,
          loan.overdue, loan.open) = fields
+        # The snapshot epoch too (see clearing._restore_account); the parties'
+        # loans_snap only keys caches, which Engine.revert clears.
+        loan.snap = snap
         self._index(loan)
 
     def _index(self, loan: Loan) -> None:
@@ -286,8 +289,8 @@ class LendingClearing(SpotClearing):
         loan = Loan(self._new_loan_id(), market.id, market.base, lender, borrower, principal, rate, now,
                     now + market.config.loan_term)
         engine = self.engine
+        engine._log.append((self._restore_loan, loan, loan.fields(), -1))  # undo: back to not open, never journalled
         loan.snap = lender.loans_snap = borrower.loans_snap = engine._epoch
-        engine._log.append((self._restore_loan, loan, loan.fields()))  # undo: back to not open
         self._set_state(loan, True, False)
         engine._dirty.add(loan)
         events.append(LoanOpened(loan.id, market.id, lender.address, borrower.address,

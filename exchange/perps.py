@@ -199,8 +199,9 @@ class PerpClearing(SpotClearing):
     def _snap_position(self, pos: Position) -> None:
         engine = self.engine
         if pos.snap != engine._epoch:
+            engine._log.append((_restore_position, pos, pos.size, pos.entry_value, pos.funding_index, pos.carry,
+                                pos.snap))
             pos.snap = engine._epoch
-            engine._log.append((_restore_position, pos, pos.size, pos.entry_value, pos.funding_index, pos.carry))
         engine._dirty.add(pos)
 
     def _position(self, account, pm: PerpMarket) -> Position:
@@ -879,12 +880,14 @@ def _restore_perp_market(pm: PerpMarket, fields: tuple) -> None:
      pm.pool) = fields
 
 
-def _restore_position(pos: Position, size: int, entry: int, index: int, carry: int) -> None:
-    pos.size, pos.entry_value, pos.funding_index, pos.carry = size, entry, index, carry
+def _restore_position(pos: Position, size: int, entry: int, index: int, carry: int, snap: int) -> None:
+    # the snapshot epoch too (see clearing._restore_account)
+    pos.size, pos.entry_value, pos.funding_index, pos.carry, pos.snap = size, entry, index, carry, snap
 
 
 def _unlink_position(pos: Position) -> None:
     del pos.account.positions[pos.market]
+    pos.snap = -1  # never existed: nothing for Solvency.note to mark
 
 
 def _restore_oracle(oracle: OraclePrices, asset: int, price: int) -> None:

@@ -389,3 +389,89 @@ def test_coarse_bands_only_narrow_and_keep_the_price(p, below, above, open_low, 
         same_cell = -(-lo // g) == -(-(lo + nudge) // g) and (p - lo - nudge).bit_length() == (p - lo).bit_length()
         if same_cell:
             assert lq._coarse({WETH: (lo + nudge, hi)}, {WETH: p})[WETH][0] == clo
+
+
+# ---- a command run and undone leaves no trace (eth_call, eth_estimateGas) -----
+
+
+def _twin(config):
+    """A small market: BOB and CAROL quote ETH-PERP and ETH-USDC, ALICE holds a
+    perp long, a resting bid and a de-risk policy; DAVE borrows USDC."""
+    e = ex.Engine(config)
+    for who in (BOB, CAROL, L1):
+        e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), CTX)
+        e.apply(ex.Deposit(who, WETH, 100 * ETH), CTX)
+    oracle(e, config, 3000 * USD)
+    long_perp(e, ALICE, 10_000 * USD, ETH)
+    place(e, ALICE, ETH_USDC, Side.BUY, px(2000), ETH // 10)
+    rule = lq.DeriskRule(lq.MARK_BELOW, ETH_PERP, 2500 * USD, lq.CANCEL_ALL, 0, 0)
+    e.apply(ex.SetDeriskPolicy(ALICE, rule.flat()), CTX)
+    for k in range(5):
+        place(e, BOB, ETH_PERP, Side.SELL, px(3010 + k), ETH)
+        place(e, CAROL, ETH_PERP, Side.BUY, px(2990 - k), ETH)
+        place(e, BOB, ETH_USDC, Side.SELL, px(3010 + k), ETH)
+    place(e, L1, USDC_LEND, Side.SELL, 50_000_000, 100_000 * USD)
+    e.apply(ex.Deposit(DAVE, WETH, 10 * ETH), CTX)
+    e.apply(ex.Tick(), at(CTX.timestamp))
+    return e
+
+
+def test_a_reverted_command_changes_nothing_the_next_blocks_do(config):
+    """What an eth_call or eth_estimateGas runs is undone, and the chain's
+    history does not hold it: the blocks after it must behave exactly as if it
+    had never run, or a node replaying its history on restart reaches another
+    state. Found by review: an undone fill left its position's (and account's,
+    and loan's) snapshot epoch behind, so the next Tick re-banded the account -
+    and could run its de-risk policy - in the live node but not in the replay."""
+    import random
+
+    plain, probed = _twin(config), _twin(config)
+    assert plain.state_digest() == probed.state_digest()
+    rng = random.Random(5)
+    traders = (ALICE, BOB, CAROL, DAVE)
+    t = CTX.timestamp
+    for step in range(120):
+        who = rng.choice(traders)
+        r = rng.random()
+        if r < 0.3:
+            c = ex.PlaceOrder(who, ETH_PERP, rng.randrange(2), px(3000 + rng.randint(-20, 20)),
+                              rng.randint(1, 20) * ETH // 100, time_in_force=ex.TimeInForce.IOC)
+        elif r < 0.5:
+            c = ex.PlaceOrder(who, ETH_USDC, Side.BUY, px(3020), rng.randint(1, 20) * ETH // 100,
+                              time_in_force=ex.TimeInForce.IOC)
+        elif r < 0.65:
+            c = ex.PlaceOrder(who, USDC_LEND, Side.BUY, 60_000_000, rng.randint(1, 500) * USD,
+                              time_in_force=ex.TimeInForce.IOC)
+        elif r < 0.8:
+            c = ex.Withdraw(who, USDC, rng.randint(1, 100) * USD)
+        else:
+            c = ex.Deposit(who, WETH, rng.randint(1, 10) * ETH // 10)
+        ctx = at(t)
+        # The probe: run it inside a checkpoint and undo it, as eth_call does ...
+        token = probed.checkpoint()
+        try:
+            probed.apply(c, ctx)
+        except ex.ExchangeError:
+            pass
+        probed.revert(token)
+        # ... then both engines go on with the same real commands.
+        if step % 3 == 0:
+            real = ex.PlaceOrder(rng.choice(traders), ETH_USDC, Side.BUY, px(2000 + step), ETH // 100)
+            outcomes = []
+            for e in (plain, probed):
+                try:
+                    outcomes.append(e.apply(real, ctx))
+                except ex.ExchangeError as err:
+                    outcomes.append(err.reason)
+            assert outcomes[0] == outcomes[1]
+        if step % 10 == 9:
+            if step == 59:
+                oracle(plain, config, 2400 * USD, ctx)  # ALICE's policy fires: the bands matter
+                oracle(probed, config, 2400 * USD, ctx)
+            assert plain.state_digest() == probed.state_digest()
+            t += 3600
+            ticks = [e.apply(ex.Tick(), at(t)) for e in (plain, probed)]
+            assert ticks[0] == ticks[1], step
+            assert plain._parts["solvency"].evaluations == probed._parts["solvency"].evaluations, step
+    assert plain.state_digest() == probed.state_digest()
+    assert plain.to_bytes() == probed.to_bytes()
