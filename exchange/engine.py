@@ -212,6 +212,12 @@ class Engine:
         self.lending._terms_cache.clear()
         self.lending._fixed_cache.clear()
         self._clearing[MarketKind.PERP].resting_gen += 1  # every Account.resting too
+        # A fresh epoch: whatever is changed next journals itself again. An
+        # object the undone part snapped (an order, a watch, a market) may still
+        # carry the current epoch, and a later change in this epoch - the next
+        # action of a Batch after a nested revert - would otherwise go
+        # unjournalled and survive the outer revert (found by review).
+        self._epoch += 1
         del self._checkpoints[i:]
         if not self._checkpoints:
             self._log.clear()

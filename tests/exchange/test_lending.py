@@ -632,3 +632,33 @@ def test_only_debts_make_a_withdrawal_a_margin_question(engine):
         engine.apply(ex.Withdraw(BOB, USDC, 100_000 * USD), at(T0))
     assert err.value.reason is ex.Reason.INSUFFICIENT_MARGIN
     engine.apply(ex.Withdraw(BOB, USDC, 96_000 * USD), at(T0))
+
+
+def test_a_batch_after_a_rejected_automatic_borrow_is_undone_whole(config):
+    """A Batch whose first action borrows automatically and is then rejected
+    (its nested checkpoint undone), and whose second action fills the same
+    lender's offer: undoing the whole Batch (the EVM transaction reverting)
+    must restore the state exactly. Found by review: the undone part left the
+    offer's snapshot epoch current, the second action's change to it went
+    unjournalled and survived the outer undo (held by orders != reserved)."""
+    from exchange_helpers import WETH, px
+
+    e = ex.Engine(config)
+    e.apply(ex.Deposit(ALICE, USDC, 100_000 * USD), at(T0))
+    e.apply(ex.Deposit(DAVE, USDC, 100 * USD), at(T0))
+    lend(e, ALICE, 50_000 * USD, 100 * PCT)
+    e.apply(ex.SetOraclePrice(config.oracle, WETH, 3000 * USD), at(T0))
+    e.apply(ex.Deposit(CAROL, WETH, 10 * 10**18), at(T0))
+    e.apply(ex.PlaceOrder(CAROL, 0, SELL, px(3000), 10 * 10**18), at(T0))
+    digest, state = e.state_digest(), e.to_bytes()
+    token = e.checkpoint()
+    result, _ = e.apply(ex.Batch(DAVE, (
+        ex.PlaceOrder(DAVE, 0, BUY, px(3000), 5 * 10**18),  # borrows from ALICE, then INSUFFICIENT_MARGIN
+        ex.PlaceOrder(DAVE, LEND, BUY, 100 * PCT, 10 * USD, time_in_force=ex.TimeInForce.IOC),  # ALICE's offer
+    )), at(T0))
+    first, second = result.results
+    assert isinstance(first, ex.ExchangeError) and first.reason == ex.Reason.INSUFFICIENT_MARGIN
+    assert second.status == ex.OrderStatus.FILLED
+    e.revert(token)
+    assert e.state_digest() == digest and e.to_bytes() == state
+    assert e.balance_report().balanced and e.audit() == []
