@@ -508,8 +508,9 @@ class Engine:
                 raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
             return self._parts["margin"].withdraw(c, ctx, a, asset)
-        if a.positions or (a.loans and self.lending.has_debt(a)):
-            # Perp positions (and debts, exchange/lending.py) are margined by the whole portfolio (exchange/perps.py).
+        if a.positions or a.loans or a.open_orders or min(a.available) < 0:
+            # Positions, resting perp orders, loans and debts are margined by the
+            # whole portfolio (exchange/perps.py).
             self._perps.check_withdrawal(a, asset, amount, ctx.timestamp)
         self._snap(a)
         self._log.append((_restore_total, a, self._withdrawals, asset, self._withdrawals[asset]))

@@ -378,16 +378,39 @@ class PerpClearing(SpotClearing):
         raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
     def check_withdrawal(self, account, asset: int, amount: int, now: int) -> None:
-        """A withdrawal from an account with perp positions must leave
-        opening-level available margin >= 0 (open perp orders assumed filled)."""
+        """A withdrawal from an account with perp positions or resting perp
+        orders, loans or a negative balance must leave opening-level available
+        margin >= 0 (open perp orders assumed filled). An account without any
+        of them passes at once (nothing it holds can take it below zero):
+        whether a flat Position object lingers must not decide anything, as it
+        is not part of the state a restart restores (found by review).
+
+        An asset without a price counts as worth nothing, so withdrawing it
+        changes no figure; but the account is still evaluated, so that owing
+        an unpriced asset - a Withdraw that has just borrowed it - raises
+        NO_ORACLE_PRICE, as a borrow bid for it does (found by review)."""
+        if not self._margined(account):
+            return
         portfolio, prices = self.portfolio_of(account, now, None, None, True, True)
         key = self.engine._asset_ids[asset]
+        model = self.risk_model()
         if key not in prices:
-            return  # an asset without a price already counts as worth nothing
+            self._available(model, portfolio, prices)
+            return
         portfolio.balances[key] = portfolio.balances.get(key, 0) - amount
-        available = self._available(self.risk_model(), portfolio, prices)
+        available = self._available(model, portfolio, prices)
         if available < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
+
+    def _margined(self, account) -> bool:
+        """A perp position (or a funding remainder), a resting perp order, a
+        loan or a negative balance: what a withdrawal must be checked against."""
+        if account.loans or min(account.available) < 0:
+            return True
+        for pos in account.positions.values():
+            if pos.size or pos.carry:
+                return True
+        return bool(account.open_orders) and bool(self.resting_of(account))
 
     @staticmethod
     def _available(model, portfolio, prices) -> int:

@@ -662,3 +662,23 @@ def test_a_batch_after_a_rejected_automatic_borrow_is_undone_whole(config):
     e.revert(token)
     assert e.state_digest() == digest and e.to_bytes() == state
     assert e.balance_report().balanced and e.audit() == []
+
+
+def test_a_withdrawal_that_borrows_an_unpriced_asset_is_refused(config):
+    """Withdrawing WETH one does not hold borrows it; before WETH has an oracle
+    price the borrow has no value to check against, and the Withdraw is
+    refused as a borrow bid is (found by review: the withdrawal check skipped
+    an unpriced asset, so the borrow went through unchecked)."""
+    from exchange_helpers import WETH
+
+    e = ex.Engine(config)
+    e.apply(ex.Deposit(ALICE, WETH, 10 * 10**18), at(T0))
+    e.apply(ex.PlaceOrder(ALICE, WETH_LEND, SELL, 5 * PCT, 5 * 10**18), at(T0))
+    e.apply(ex.Deposit(DAVE, USDC, 1), at(T0))
+    digest = e.state_digest()
+    for command in (ex.PlaceOrder(DAVE, WETH_LEND, BUY, 5 * PCT, 5 * 10**18, time_in_force=ex.TimeInForce.IOC),
+                    ex.Withdraw(DAVE, WETH, 5 * 10**18)):
+        with pytest.raises(ex.ExchangeError) as err:
+            e.apply(command, at(T0))
+        assert err.value.reason == ex.Reason.NO_ORACLE_PRICE
+    assert e.state_digest() == digest and e.loans(DAVE, T0) == []

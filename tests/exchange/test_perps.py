@@ -504,3 +504,35 @@ def test_an_unpriced_asset_counts_as_nothing_and_may_be_withdrawn(config):
     e.apply(ex.Deposit(DAVE, WBTC, BTC), CTX)
     margin = e.margin(DAVE)
     assert margin.equity == 1000 * USD - fee_ceil(6000 * USD, 500) + 60_000 * USD
+
+
+# ---- withdrawals against resting perp orders ------------------------------------
+
+
+def test_a_withdrawal_is_checked_against_resting_perp_orders_alone(perp, config):
+    """An account that has only ever rested a perp order (no position yet)
+    cannot withdraw the collateral the order needs; and the decision does not
+    depend on whether a flat Position object lingers from earlier trading,
+    which a restart does not restore (both found by review)."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 1000 * USD), CTX)
+    place(e, E, Side.SELL, px(3000), 2 * ETH)  # opening loss 900 USDC: accepted on 1000
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.Withdraw(E, USDC, free(e, E, USDC)), CTX)
+    assert err.value.reason == R.INSUFFICIENT_MARGIN
+    e.apply(ex.Withdraw(E, USDC, 50 * USD), CTX)  # what the order does not need is free to go
+    # A flat position left by a round trip, then the same resting order.
+    F = b"\xf0" * 20
+    e.apply(ex.Deposit(F, USDC, 1000 * USD), CTX)
+    trade(e, F, BOB, px(3000), LOT)
+    trade(e, BOB, F, px(2999), LOT)  # below E's resting ask: F's fills first
+    assert e.position(F, ETH_PERP).size == 0
+    place(e, F, Side.SELL, px(3000), 2 * ETH)
+    copy = ex.Engine.from_bytes(e.to_bytes(), config)
+    assert copy.state_digest() == e.state_digest()
+    for engine in (e, copy):
+        with pytest.raises(ex.ExchangeError) as err:
+            engine.apply(ex.Withdraw(F, USDC, free(engine, F, USDC)), CTX)
+        assert err.value.reason == R.INSUFFICIENT_MARGIN
+    assert copy.state_digest() == e.state_digest()
