@@ -29,6 +29,7 @@ from .lending import LendingClearing
 from .liquidation import Solvency
 from .margin import AutoBorrowing
 from .commands import RepayLoan  # lending (exchange/lending.py)
+from .commands import Liquidate  # exchange/liquidation.py
 from .commands import (
     BalanceResult, Batch, BatchResult, CancelAll, CancelAllResult, CancelByClientId,
     CancelOrder, CancelResult, Deposit, ExpireOrders, ExpireResult, ModifyOrder,
@@ -854,7 +855,10 @@ class Engine:
             if action.__class__ is Batch:
                 results.append(ExchangeError(Reason.NESTED_BATCH))
                 continue
-            if getattr(action, "account", None) != c.account:
+            # The account that acts: a Liquidate's is its liquidator (its
+            # ``account`` is the one liquidated, anyone's).
+            actor = action.liquidator if action.__class__ is Liquidate else getattr(action, "account", None)
+            if actor != c.account:
                 results.append(ExchangeError(Reason.WRONG_ACCOUNT))
                 continue
             handler = handlers.get(action.__class__)

@@ -475,3 +475,30 @@ def test_a_reverted_command_changes_nothing_the_next_blocks_do(config):
             assert plain._parts["solvency"].evaluations == probed._parts["solvency"].evaluations, step
     assert plain.state_digest() == probed.state_digest()
     assert plain.to_bytes() == probed.to_bytes()
+
+
+def test_a_batched_liquidation_is_the_liquidators_action(config):
+    """In a Batch the acting account of a Liquidate is its liquidator: the
+    liquidator's Batch liquidates exactly as the direct command does, and the
+    liquidated account's own Batch cannot name a liquidator (who would take
+    the reward). Found by review: the Batch compared the liquidated account."""
+    def ready():
+        e = ex.Engine(config)
+        for who in (BOB, CAROL):
+            e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), CTX)
+        oracle(e, config, 3000 * USD)
+        long_perp(e, ALICE, 1000 * USD, ETH)
+        oracle(e, config, 2200 * USD)
+        place(e, BOB, ETH_PERP, Side.BUY, px(2200), ETH)
+        assert e.liquidatable_accounts() == [ALICE]
+        return e
+
+    direct, batched, own = ready(), ready(), ready()
+    result, events = direct.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    batch, batch_events = batched.apply(ex.Batch(CAROL, (ex.Liquidate(CAROL, ALICE),)), CTX)
+    assert batch.results == (result,) and batch_events == events
+    assert batched.state_digest() == direct.state_digest()
+    digest = own.state_digest()
+    batch, batch_events = own.apply(ex.Batch(ALICE, (ex.Liquidate(CAROL, ALICE),)), CTX)
+    assert [r.reason for r in batch.results] == [R.WRONG_ACCOUNT] and batch_events == []
+    assert own.state_digest() == digest
