@@ -817,6 +817,12 @@ class Engine:
         asset = clearing.hold_asset(m, o.side)
         if delta > account.available[asset]:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
+        if requeue and m.kind is _SPOT and (account.positions or account.loans):
+            # The modified spot order is judged as a new one would be: the
+            # portfolio check of a leveraged account (found by review: a small
+            # order modified into a large one went around it).
+            self._parts["margin"].check_spot_fit(m, account, o.side, price, lots, o.reserved + delta,
+                                                 ctx.timestamp)
 
         # ---- cannot fail from here ----
         perp = m.kind is _PERP

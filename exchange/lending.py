@@ -322,8 +322,11 @@ class LendingClearing(SpotClearing):
     def resting_hold(self, market, o: Order, price: int, lots: int) -> int:
         """Called by ModifyOrder before it changes anything: a bid that asks
         for more (or at another rate) passes the margin check again."""
-        if o.side == BUY and (lots > o.remaining or price != o.price):
-            self._check_borrow(market, o.account, price, lots, replacing=o)
+        if lots > o.remaining or price != o.price:
+            if o.side == BUY:
+                self._check_borrow(market, o.account, price, lots, replacing=o)
+            else:
+                self._check_lend(market, o.account, lots, replacing=o)
         return self._resting(market, o, lots)
 
     def trim(self, market, o: Order) -> None:
@@ -342,16 +345,53 @@ class LendingClearing(SpotClearing):
             raise ExchangeError(Reason.INVALID_ORDER, "reduce-only is for perp orders")
         if side == BUY:
             self._check_borrow(market, account, price, lots)
+        else:
+            self._check_lend(market, account, lots)
         return lots
+
+    def _check_lend(self, market, account, lots: int, replacing=None) -> None:
+        """INSUFFICIENT_MARGIN unless the offer, lent in full paying its worst
+        fee, with the account's other resting offers on lending books
+        (``replacing`` excluded) lent the same way, leaves opening-level
+        available margin >= 0. Lending turns cash into a claim that counts at
+        its credit factor (98 % by default), so it lowers the margin: an
+        account with positions, resting perp orders, loans or a negative
+        balance could otherwise lend itself below zero (found by review). An
+        account with none of them cannot go below zero and is not checked."""
+        engine = self.engine
+        perps = getattr(engine, "_perps", None)
+        if getattr(perps, "portfolio_of", None) is None or not perps._margined(account):
+            return
+        portfolio, prices = perps.portfolio_of(account, engine._now, None, None, True, True)
+        ids = self.asset_ids
+        balances = portfolio.balances
+        lent = list(portfolio.lent)
+        offers = [(market, lots)]
+        for oid in sorted(account.open_orders):
+            o = account.open_orders[oid]
+            if o is not replacing and o.side == SELL:
+                m = engine._markets[o.market]
+                if m.kind is MarketKind.LENDING:
+                    offers.append((m, o.remaining))
+        for m, n in offers:
+            amount = n * m.lot_size
+            key = ids[m.base]
+            balances[key] = balances.get(key, 0) - amount + (-amount * m.max_fee // FEE_SCALE)  # minus ceil(fee)
+            lent.append((key, amount))
+        portfolio.lent = lent
+        available = perps._available(perps.risk_model(), portfolio, prices)
+        if available < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 
     def _check_borrow(self, market, account, rate: int, lots: int, replacing=None) -> None:
         """INSUFFICIENT_MARGIN unless the borrow, filled in full at ``rate``
         for the market's whole term, with the account's other resting bids on
         lending books (``replacing`` excluded) filled the same way, leaves
         opening-level available margin (exchange/risk.py) >= 0. A borrow adds
-        the amount to the balance and the debt beside it, so what it costs in
-        margin is the interest to term (and, for an asset with price risk, the
-        rounding of the two values against the account)."""
+        the amount less its worst fee to the balance and the amount to the
+        debt beside it, so what it costs in margin is the fee and the interest
+        to term (and, for an asset with price risk, the rounding of the two
+        values against the account)."""
         engine = self.engine
         perps = getattr(engine, "_perps", None)
         portfolio_of = getattr(perps, "portfolio_of", None)
@@ -372,7 +412,8 @@ class LendingClearing(SpotClearing):
         for m, r, n in bids:
             amount = n * m.lot_size
             key = ids[m.base]
-            balances[key] = balances.get(key, 0) + amount
+            # what the borrower receives: the amount less its worst fee (found by review)
+            balances[key] = balances.get(key, 0) + amount + (-amount * m.max_fee // FEE_SCALE)
             borrowed.append((key, amount, interest(amount, r, m.config.loan_term)))
         portfolio.borrowed = borrowed
         available = perps._available(perps.risk_model(), portfolio, prices)

@@ -682,3 +682,63 @@ def test_a_withdrawal_that_borrows_an_unpriced_asset_is_refused(config):
             e.apply(command, at(T0))
         assert err.value.reason == ex.Reason.NO_ORACLE_PRICE
     assert e.state_digest() == digest and e.loans(DAVE, T0) == []
+
+
+def _leveraged(config, doc=None):
+    """DAVE: 1,000 USDC and a 2.2 ETH-PERP long at 3,000 (opening loss 990 USDC:
+    about 4 USDC of opening margin left after the fee); CAROL and BOB deep."""
+    from exchange_helpers import WETH, px
+
+    e = ex.Engine(config if doc is None else ex.load(doc))
+    e.apply(ex.SetOraclePrice(e.config.oracle, WETH, 3000 * USD), at(T0))
+    for who in (BOB, CAROL):
+        e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), at(T0))
+        e.apply(ex.Deposit(who, WETH, 100 * 10**18), at(T0))
+    e.apply(ex.Deposit(DAVE, USDC, 1000 * USD), at(T0))
+    e.apply(ex.PlaceOrder(BOB, 2, SELL, px(3000), 22 * 10**17), at(T0))
+    e.apply(ex.PlaceOrder(DAVE, 2, BUY, px(3000), 22 * 10**17, time_in_force=ex.TimeInForce.IOC), at(T0))
+    return e
+
+
+def test_no_lending_action_of_an_account_takes_it_below_opening_margin(config):
+    """Each of these passed with no check before (found by review) and left the
+    account below opening-level margin by its own action: lending into a bid
+    (a lent claim counts at 98 %), modifying a small spot bid into a large one,
+    and borrowing when a fee is configured (the check credited the whole
+    amount, the borrower receives it less the fee). Each is refused now, with
+    nothing changed; what fits still passes."""
+    from exchange_helpers import px
+
+    e = _leveraged(config)
+    assert 0 < e.margin(DAVE, T0, assume_orders=True).available_open < 20 * USD
+    borrow(e, CAROL, 990 * USD, 5 * PCT)  # a bid to lend into
+    digest = e.state_digest()
+    with pytest.raises(ex.ExchangeError) as err:
+        lend(e, DAVE, 990 * USD, 5 * PCT, time_in_force=ex.TimeInForce.IOC)
+    assert err.value.reason == ex.Reason.INSUFFICIENT_MARGIN and e.state_digest() == digest
+    lend(e, DAVE, 100 * USD, 5 * PCT, time_in_force=ex.TimeInForce.IOC)  # 2 USDC of haircut: fits
+    assert e.margin(DAVE, T0, assume_orders=True).available_open >= 0
+    # a small spot bid, modified into one the check refuses when placed
+    result, _ = e.apply(ex.PlaceOrder(DAVE, 0, BUY, px(3000), 10**15), at(T0))
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.PlaceOrder(DAVE, 0, BUY, px(3000), 2 * 10**17), at(T0))
+    assert err.value.reason == ex.Reason.INSUFFICIENT_MARGIN
+    digest = e.state_digest()
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.ModifyOrder(DAVE, result.order_id, px(3000), 2 * 10**17), at(T0))
+    assert err.value.reason == ex.Reason.INSUFFICIENT_MARGIN and e.state_digest() == digest
+    # a borrow with a taker fee: the fee counts
+    doc = default_doc()
+    for m in doc["exchange"]["markets"]:
+        if m["symbol"] == "USDC-LEND":
+            m["maker_fee"], m["taker_fee"] = 100, 500
+    e = ex.Engine(ex.load(doc))
+    e.apply(ex.Deposit(ALICE, USDC, 100_000 * USD), at(T0))
+    lend(e, ALICE, 10_000 * USD, 5 * PCT)
+    e.apply(ex.Deposit(DAVE, USDC, 1_500_000), at(T0))  # 1.5 USDC: the interest to term, not the fee too
+    with pytest.raises(ex.ExchangeError) as err:
+        borrow(e, DAVE, 1000 * USD, 5 * PCT, time_in_force=ex.TimeInForce.IOC)
+    assert err.value.reason == ex.Reason.INSUFFICIENT_MARGIN
+    e.apply(ex.Deposit(DAVE, USDC, 1_000_000), at(T0))
+    borrow(e, DAVE, 1000 * USD, 5 * PCT, time_in_force=ex.TimeInForce.IOC)
+    assert e.margin(DAVE, T0).available_open >= 0
