@@ -141,7 +141,7 @@ class ExchangeRuntime:
             if gas < VIEW_GAS:
                 return Outcome(False, b"", [], gas, burn=True, error="out of gas")
             try:
-                output = view(self, data[4:])
+                output = view(self, data[4:], ctx)
             except (ValueError, IndexError) as exc:
                 return _revert(VIEW_GAS, Reason.INVALID_ORDER, f"bad calldata: {exc}")
             except ExchangeError as exc:
@@ -401,7 +401,7 @@ def _address(value: int) -> bytes:
     return value.to_bytes(20, "big")
 
 
-def _balance_of(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _balance_of(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     account, asset = _words(data, 2)
     if asset not in rt.asset_ids:
         raise ExchangeError(Reason.UNKNOWN_ASSET, f"asset {asset}")
@@ -409,13 +409,13 @@ def _balance_of(rt: ExchangeRuntime, data: bytes) -> bytes:
     return abi.word(available) + abi.word(held)
 
 
-def _best_bid_ask(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _best_bid_ask(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     (market,) = _words(data, 1)
     bid, ask = rt.engine.best_bid_ask(market)
     return abi.word(bid or 0) + abi.word(ask or 0)
 
 
-def _get_order(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _get_order(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     account, order_id = _words(data, 2)
     o = rt.engine.order(_address(account), order_id)
     if o is None:
@@ -424,7 +424,7 @@ def _get_order(rt: ExchangeRuntime, data: bytes) -> bytes:
                                            o.client_order_id, o.expires_at))
 
 
-def _depth(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _depth(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     from eth_abi import encode as abi_encode
 
     market, levels = _words(data, 2)
@@ -434,42 +434,43 @@ def _depth(rt: ExchangeRuntime, data: bytes) -> bytes:
                        [p for p, _, _ in asks], [q for _, q, _ in asks]])
 
 
-def _open_orders(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _open_orders(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     from eth_abi import encode as abi_encode
 
     (account,) = _words(data, 1)
     return abi_encode(["uint256[]"], [[o.order_id for o in rt.engine.open_orders(_address(account))]])
 
 
-def _oracle_price(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _oracle_price(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     (asset,) = _words(data, 1)
     return abi.word(rt.engine.oracle_price(asset) or 0)
 
 
-def _mark_price(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _mark_price(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     (market,) = _words(data, 1)
     return abi.word(rt.engine.mark_price(market) or 0)
 
 
-def _position(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _position(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     account, market = _words(data, 2)
     p = rt.engine.position(_address(account), market)
     return b"".join(abi.word(v or 0) for v in (p.size, p.entry_value, p.unrealized_pnl, p.pending_funding))
 
 
-def _margin(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _margin(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     (account,) = _words(data, 1)
-    m = rt.engine.margin(_address(account))
+    # at the time of the block the call runs in (loan interest accrues by block time)
+    m = rt.engine.margin(_address(account), ctx.timestamp)
     return b"".join(abi.word(v) for v in (m.equity, m.available_open, m.available_liq, m.naive_open, m.naive_liq))
 
 
-def _liquidatable(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _liquidatable(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     from eth_abi import encode as abi_encode
 
     return abi_encode(["address[]"], [list(rt.engine.liquidatable_accounts())])
 
 
-def _state_digest(rt: ExchangeRuntime, data: bytes) -> bytes:
+def _state_digest(rt: ExchangeRuntime, data: bytes, ctx: Context) -> bytes:
     return rt.engine.state_digest()
 
 

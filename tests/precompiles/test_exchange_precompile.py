@@ -348,3 +348,29 @@ def test_the_command_log_round_trips_every_command_kind():
         except ex.ExchangeError:
             pass
     assert applied.digest() == replayed.digest()
+
+
+def test_the_margin_view_is_taken_at_the_block_time_of_the_call():
+    """margin(account) values a lender's claim with the interest accrued to the
+    block the call runs in - not to whenever some other account last placed an
+    order, a time no restart restores (found by review)."""
+    import exchange as ex
+
+    rt = ExchangeRuntime(Engine(load(default_exchange_table())), native_asset=WETH)
+    e = rt.engine
+    lender, borrower = SENDERS[0], SENDERS[1]
+    t0 = ex.Context(1, 1_700_000_000)
+    usd = 10**6
+    e.apply(ex.Deposit(lender, USDC, 100_000 * usd), t0)
+    e.apply(ex.Deposit(borrower, USDC, 100_000 * usd), t0)
+    e.apply(ex.PlaceOrder(lender, 4, 1, ex.RATE_SCALE // 2, 50_000 * usd), t0)  # USDC-LEND offer at 50 %/year
+    e.apply(ex.PlaceOrder(borrower, 4, 0, ex.RATE_SCALE // 2, 50_000 * usd, time_in_force=ex.TimeInForce.IOC), t0)
+    data = calldata("margin", to_checksum_address(lender))
+
+    def equity(ctx):
+        out = rt.call(SENDERS[2], 0, data, True, 10**6, ctx, lambda *a: None, lambda *a: False)
+        assert out.success, out
+        return decode(["int256"] * 5, out.output)[0]
+
+    day = ex.Context(2, t0.timestamp + 86_400)
+    assert equity(day) == e.margin(lender, day.timestamp).equity > equity(t0) == e.margin(lender, t0.timestamp).equity
