@@ -258,8 +258,22 @@ class Solvency:
         Engine.state_digest before it clears its dirty set, and by batches."""
         if self.loading:
             return
+        pending = self.marks.pending
+        log = self.engine._log
+        marks = self.marks
+
+        def add(address: bytes) -> None:
+            if address not in pending:
+                pending.add(address)
+                # journalled: a digest taken inside a checkpoint that is then
+                # undone (a stateDigest() view in an eth_call) leaves no mark
+                log.append((_unmark, marks, address))
+
+        self._noted(objects, add)
+
+    def _noted(self, objects, add) -> None:
+        """``note``'s rule: ``add`` the address of each marked account."""
         last = self.marks.last_batch
-        add = self.marks.pending.add
         watches = self.watches
         for obj in objects:
             cls = obj.__class__
@@ -764,25 +778,41 @@ class Solvency:
     # ==== persistence =====================================================
 
     def state(self):
-        watches = [(addr, flatten_rules(w.policy), w.flagged, w.queued)
-                   for addr, w in sorted(self.watches.items()) if w.digest_encoding() is not None]
+        """Every watch with its bands and totals, the marks, and the accounts
+        the next batch re-bands (those marked, and those whose objects changed
+        since the last batch, as ``note`` would read them off the dirty set).
+        The bands and marks are not committed to by the digest, but what the
+        next batches do depends on them - which accounts are re-banded, so
+        which get flagged or have their policy queued as funding or interest
+        drift moves them - so a restored engine must hold exactly them, or it
+        goes another way than the engine it was saved from (found by review:
+        the restored engine re-banded every exposed account)."""
+        watches = [(addr, flatten_rules(w.policy), w.flagged, w.queued, sorted(w.bands.items()), w.totals)
+                   for addr, w in sorted(self.watches.items())
+                   if w.policy or w.flagged or w.queued or w.bands or w.totals is not None]  # else: as if absent
         m = self.marks
-        return (watches, sorted(m.last_marks.items()))
+        pending = set(m.pending)
+        self._noted(self.engine._dirty, pending.add)
+        return (watches, sorted(m.last_marks.items()), sorted(pending))
 
     def load_state(self, state) -> None:
-        watches, last_marks = state
         engine = self.engine
-        for addr, flat, flagged, queued in watches:
+        if len(state) == 2:  # a state saved before the bands were (2026-11-24): re-band everything watched
+            watches, last_marks = state
+            pending = {addr for addr, a in engine._accounts.items()
+                       if any(addr == w[0] for w in watches) or self._exposed(a)}
+            watches = [(*w, [], None) for w in watches]
+        else:
+            watches, last_marks, pending = state
+        for addr, flat, flagged, queued, bands, totals in watches:
             w = Watch(addr)
             w.policy = parse_rules(flat, engine)
             w.flagged, w.queued = flagged, queued
+            w.totals = tuple(totals) if totals is not None else None
             self.watches[addr] = w
-            self._apply_flags(w, {})
+            self._apply_flags(w, dict(bands))
             engine._dirty.add(w)
-        # The marks are a cache, not state: a restored engine re-bands every
-        # account it may watch at its first batch.
-        self.marks.pending = {addr for addr, a in engine._accounts.items()
-                              if addr in self.watches or self._exposed(a)}
+        self.marks.pending = set(pending)
         self.marks.last_marks = dict(last_marks)
         self.marks.last_batch = engine._epoch
 
