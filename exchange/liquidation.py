@@ -68,10 +68,12 @@ Errors (errors.Reason): NOT_LIQUIDATABLE 55, NOTHING_TO_LIQUIDATE 56,
 TOO_MANY_DERISK_RULES 57, INVALID_DERISK_RULE 58, LIQUIDATION_BLOCKED 59.
 
 State: per account a ``Watch`` (policy, flagged, queued - digest tag ``W`` -
-and its bands, a cache left out of digest and bytes; journalled); the marks and the last batch epoch (journalled, not in
-the digest, not persisted: a restored engine re-bands every exposed account
-at its first batch). ``state()`` / ``load_state()`` persist the watches and
-the last median marks.
+and its bands and totals, left out of the digest; journalled); the marks and
+the last batch epoch (journalled, not in the digest). ``state()`` /
+``load_state()`` persist the watches with their bands and totals, the pending
+marks and the last median marks: a restored engine re-bands exactly the
+accounts the original would (what is flagged as drift moves an account
+depends on when it is re-banded).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class Watch:
         return (self.policy, self.flagged, self.queued, dict(self.bands), self.totals)
 
     def digest_encoding(self) -> bytes | None:
-        # The bands are a cache (a restored engine re-bands): not committed to.
+        # The bands are not committed to (saved in to_bytes: see Solvency.state).
         if not self.policy and not self.flagged and not self.queued:
             return None
         return b"W%b|%b" % (self.address, repr((flatten_rules(self.policy), self.flagged,
