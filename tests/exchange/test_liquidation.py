@@ -540,3 +540,17 @@ def test_a_restored_engine_goes_the_same_way_as_the_original(config):
         assert copy.state_digest() == e.state_digest()
     assert e.liquidatable_accounts() == copy.liquidatable_accounts() == [ALICE]  # the deposit marked her
     assert copy.to_bytes() == e.to_bytes()
+
+
+def test_a_default_that_leaves_a_negative_balance_passes_the_audit(perp, config):
+    """With no lender to take it, what a default leaves is a negative free
+    balance, which part 2 allows: the audit must not call it a broken
+    invariant (it did; found by review), while the books still balance."""
+    e = perp
+    long_perp(e, ALICE, 1000 * USD, ETH)
+    oracle(e, config, 1700 * USD)
+    place(e, BOB, ETH_PERP, Side.BUY, px(1600), ETH)
+    result, events = e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert result.shortfall > 0 and events_of(events, ex.AccountDefaulted)[0].negative > 0
+    assert free(e, ALICE, USDC) < 0
+    conserved(e)
