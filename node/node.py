@@ -228,7 +228,7 @@ class Node:
         for number in range(head.number + 1, chain.head.number + 1):
             header = chain.header(number)
             n8 = num8(number)
-            deletes += [b"h" + n8, b"b" + n8, b"r" + n8]
+            deletes += [b"h" + n8, b"b" + n8, b"r" + n8, b"l" + n8]
             if header is not None:
                 deletes.append(b"H" + header.hash)
                 chain.hash_to_number.pop(header.hash, None)

@@ -194,7 +194,7 @@ class ExchangeRuntime:
         self._open_tokens.append(token)
         self._tx_commands.append((token, ctx, command))
         journal(self._undo, token)
-        logs = [self._log(e) for e in events]
+        logs = [self.log_of(e) for e in events]
         if function.result_class is None:
             output = _batch_output(self, command, result)
         else:
@@ -217,7 +217,8 @@ class ExchangeRuntime:
         command = function.command_class(**kwargs)
         return command.to_command() if hasattr(command, "to_command") else command
 
-    def _log(self, event) -> tuple:
+    def log_of(self, event) -> tuple:
+        """(address, topics, data) of one engine event as an EVM log."""
         cls = event.__class__
         codec = self.events.get(cls)
         if codec is None:

@@ -38,6 +38,13 @@ class Log:
         self.block_number = 0
 
 
+def system_tx_hash(number: int) -> bytes:
+    """The transaction hash a block's system logs carry (the exchange's block
+    hooks: expiries, funding, maturities, de-risk actions): no transaction has
+    it - as Polygon's Bor does for its state-sync logs - one per block."""
+    return keccak(b"blixt-block-hooks" + number.to_bytes(8, "big"))
+
+
 class Receipt:
     """What executing one transaction produced, plus where it sits in its block."""
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import rlp
 
-from node.chain.blocks import Header, Receipt, next_base_fee, PENDING_BLOCK_HASH
+from node.chain.blocks import Header, Log, Receipt, logs_bloom, next_base_fee, system_tx_hash, PENDING_BLOCK_HASH
 from node.chain.execution import BlockEnv, Executor
 from node.chain.state import FlatState
 from node.chain.store import ChainStore, num8
@@ -51,15 +51,20 @@ class OpenBlock:
         self.receipt_records: list = []
         self.body: list = []
         self.exchange_begun = False
+        # The events of the exchange's block hooks (expiries, funding, maturities,
+        # de-risk actions), as logs outside any transaction (see Chain.seal).
+        self.system_logs: list[Log] = []
 
 
 class SealedBlock:
-    __slots__ = ("header", "txs", "receipts")
+    __slots__ = ("header", "txs", "receipts", "system_logs")
 
-    def __init__(self, header: Header, txs: list[SignedTx], receipts: list[Receipt]) -> None:
+    def __init__(self, header: Header, txs: list[SignedTx], receipts: list[Receipt],
+                 system_logs: list | None = None) -> None:
         self.header = header
         self.txs = txs
         self.receipts = receipts
+        self.system_logs = system_logs or []
 
 
 class Chain:
@@ -114,7 +119,8 @@ class Chain:
         block.exchange_begun = True
         runtime = self.state.exchange
         if runtime is not None:
-            runtime.begin_block(Context(block.env.number, block.env.timestamp))
+            events = runtime.begin_block(Context(block.env.number, block.env.timestamp))
+            block.system_logs.extend(Log(*runtime.log_of(e)) for e in events)
 
     def _block_preprocessing(self, env: BlockEnv, parent: Header) -> None:
         # EIP-2935: the history contract keeps the parent hash (py-evm's Prague does this).
@@ -187,6 +193,19 @@ class Chain:
         if not block.exchange_begun:
             self._begin_exchange_block(block)
         exchange_puts, exchange_deletes = self._commit_exchange(env.number)
+        # System logs follow the transactions' logs: a transaction index past the
+        # last one, their own transaction hash, in the block's bloom (so that
+        # eth_getLogs and filters find them); not in any receipt or the receipt root.
+        system_logs = block.system_logs
+        if system_logs:
+            tx_hash = system_tx_hash(env.number)
+            for log in system_logs:
+                log.log_index = block.log_count
+                log.tx_index = len(block.txs)
+                log.tx_hash = tx_hash
+                log.block_number = env.number
+                block.log_count += 1
+            block.bloom |= logs_bloom(system_logs)
         header = Header()
         header.parent_hash = self.head.hash
         header.coinbase = env.coinbase
@@ -205,8 +224,8 @@ class Chain:
         header.size = 0
         header.seal()
         header.size = len(header.encode()) + block.size
-        sealed = SealedBlock(header, block.txs, block.receipts)
-        puts = self.store.block_puts(header, block.body, block.receipts, block.receipt_records)
+        sealed = SealedBlock(header, block.txs, block.receipts, system_logs)
+        puts = self.store.block_puts(header, block.body, block.receipts, block.receipt_records, system_logs)
         state_puts, deletes = self.store.state_puts(self.state.take_changes(), header.number)
         puts.extend(state_puts)
         puts.extend(exchange_puts)
@@ -279,6 +298,13 @@ class Chain:
         if block is not None:
             return block.receipts
         return self.store.receipts(number)
+
+    def block_system_logs(self, number: int) -> list[Log]:
+        """The logs of a sealed block's exchange hooks (after its transactions' logs)."""
+        block = self.recent.get(number)
+        if block is not None:
+            return block.system_logs
+        return self.store.system_logs(number)
 
     def find_transaction(self, tx_hash: bytes) -> tuple[SignedTx, Receipt, bytes] | None:
         """(tx, receipt, block hash or the pending placeholder) for an executed tx."""

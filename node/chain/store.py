@@ -5,6 +5,7 @@ Keys (one-byte prefix, big-endian numbers so that ranges iterate in order):
   h<num8>            sealed header record       H<hash32>   -> num8
   b<num8>            block body: [raw transaction, sender] pairs, in order
   r<num8>            the block's receipts (compact records)
+  l<num8>            the block's system logs (exchange hooks): [address, [topics], data], in order
   t<hash32>          tx location: num8 + index4
   a<addr20>          account [nonce, balance, code_hash] at the head
   s<addr20><slot32>  storage value at the head
@@ -23,7 +24,7 @@ import rlp
 
 from rusty_rlp import encode_raw
 
-from node.chain.blocks import Header, Receipt, encode
+from node.chain.blocks import Header, Log, Receipt, encode, system_tx_hash
 from node.chain.kv import KV
 
 ZERO_SLOT_VALUE = b""
@@ -39,6 +40,14 @@ def slot32(slot: int) -> bytes:
 
 def _int(b: bytes) -> int:
     return int.from_bytes(b, "big")
+
+
+def system_logs_put(number: int, logs: list) -> tuple[bytes, bytes]:
+    """The store write of a block's system logs: their first transaction and log
+    index, then [address, [topics], data] each (ChainStore.system_logs reads it)."""
+    first = logs[0]
+    return (b"l" + num8(number), encode_raw([first.tx_index.to_bytes(4, "big"), first.log_index.to_bytes(4, "big"),
+                                             [[log.address, list(log.topics), log.data] for log in logs]]))
 
 
 class ChainStore:
@@ -70,15 +79,31 @@ class ChainStore:
         raw = self.kv.get(b"r" + num8(number))
         return [] if raw is None else [Receipt.from_record(rec) for rec in rlp.decode(raw)]
 
+    def system_logs(self, number: int) -> list:
+        """A sealed block's system logs (Chain.seal), with their positions."""
+        raw = self.kv.get(b"l" + num8(number))
+        if raw is None:
+            return []
+        logs = []
+        records = rlp.decode(raw)
+        tx_index, first = _int(records[0]), _int(records[1])
+        tx_hash = system_tx_hash(number)
+        for i, (address, topics, data) in enumerate(records[2]):
+            log = Log(address, tuple(topics), data)
+            log.log_index, log.tx_index, log.tx_hash, log.block_number = first + i, tx_index, tx_hash, number
+            logs.append(log)
+        return logs
+
     def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
         raw = self.kv.get(b"t" + tx_hash)
         return None if raw is None else (_int(raw[:8]), _int(raw[8:]))
 
     def block_puts(self, header: Header, raw_txs: list[list[bytes]], receipts: list[Receipt],
-                   receipt_records: list | None = None) -> list:
+                   receipt_records: list | None = None, system_logs: list | None = None) -> list:
         """`raw_txs` are [raw, sender] pairs: the sender is kept so a read never re-recovers."""
         n8 = num8(header.number)
-        puts = [
+        puts = [system_logs_put(header.number, system_logs)] if system_logs else []
+        puts += [
             (b"h" + n8, encode(header.to_record())),
             (b"H" + header.hash, n8),
             (b"b" + n8, encode_raw(raw_txs)),

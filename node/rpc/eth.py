@@ -637,6 +637,9 @@ class EthApi:
                 for log in receipt.logs:
                     if c.matches(log):
                         out.append(log_json(log, header.hash))
+            for log in self.chain.block_system_logs(number):  # the exchange's block hooks, last
+                if c.matches(log):
+                    out.append(log_json(log, header.hash))
         pending = c.to_block == "pending" and self.chain.open is not None
         if pending:
             for receipt in self.chain.open.receipts:
@@ -720,10 +723,9 @@ class EthApi:
             if flt.kind == "blocks":
                 flt.push(d(header.hash))
             elif flt.kind == "logs" and not flt.pending_logs:
-                for receipt in sealed.receipts:
-                    for log in receipt.logs:
-                        if flt.criteria.matches(log):
-                            flt.push(log_json(log, header.hash))
+                for log in _block_logs(sealed):
+                    if flt.criteria.matches(log):
+                        flt.push(log_json(log, header.hash))
         for sid, (kind, session, criteria) in list(self.subscriptions.items()):
             if kind == "newHeads":
                 if head_json is None:
@@ -731,10 +733,9 @@ class EthApi:
                     del head_json["transactions"]
                 self._notify(sid, session, head_json)
             elif kind == "logs" and criteria.to_block != "pending":
-                for receipt in sealed.receipts:
-                    for log in receipt.logs:
-                        if criteria.matches(log):
-                            self._notify(sid, session, log_json(log, header.hash))
+                for log in _block_logs(sealed):
+                    if criteria.matches(log):
+                        self._notify(sid, session, log_json(log, header.hash))
 
     def _on_miniblock(self, block, txs, receipts) -> None:
         has_subs = bool(self.subscriptions)
@@ -865,3 +866,10 @@ class EthApi:
 
 # A fixed, public key used only to give impersonated transactions a well-formed signature.
 IMPERSONATION_KEY = keccak(b"blixt impersonation placeholder key")
+
+
+def _block_logs(sealed):
+    """A sealed block's logs in order: its transactions', then its system logs."""
+    for receipt in sealed.receipts:
+        yield from receipt.logs
+    yield from sealed.system_logs

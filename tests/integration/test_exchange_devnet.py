@@ -234,3 +234,38 @@ def test_a_derisk_policy_then_a_liquidation_on_chain(devnet_factory):
     # The reward is at most 1 % of what the account kept.
     reward = done.args.reward
     assert 0 < reward <= (done.args.remaining + reward) // 100
+
+
+def test_what_the_block_hooks_do_reaches_clients_as_logs(devnet):
+    """An order that expires is cancelled by the next block's hook, not by any
+    transaction: its OrderCancelled (reason EXPIRED) is a log of that block,
+    found by eth_getLogs and a log filter, under the block's system-log
+    transaction hash. Found by review: the hooks' events (expiries, funding,
+    maturities, de-risk actions and their fills) were dropped."""
+    from node.chain.blocks import system_tx_hash
+
+    w3 = Web3(Web3.HTTPProvider(devnet.url))
+    ex = exchange_contract(w3)
+    maker = w3.eth.accounts[3]
+    send(w3, ex.functions.deposit(USDC, 10**10), maker)
+    flt = ex.events.OrderCancelled().create_filter(from_block="latest", argument_filters={"account": maker})
+    expires = w3.eth.get_block("latest").timestamp + 60
+    receipt = send(w3, ex.functions.placeOrder(ETH_USDC, 0, PRICE // 2, LOT, 0, 0, 0, 0, expires, False), maker)  # rests
+    order_id = ex.events.OrderAccepted().process_receipt(receipt, errors=DISCARD)[0].args.orderId
+    wait_until(lambda: w3.eth.block_number >= receipt.blockNumber, timeout=20)  # sealed: 'latest' holds it
+    assert ex.functions.getOrder(maker, order_id).call()[0]
+    w3.provider.make_request("evm_increaseTime", [120])  # the next blocks are past its expiry
+
+    def cancelled():
+        return ex.events.OrderCancelled().get_logs(from_block=receipt.blockNumber,
+                                                   argument_filters={"account": maker})
+
+    wait_until(lambda: cancelled(), timeout=20)
+    [log] = cancelled()
+    assert (log.args.orderId, log.args.reason) == (order_id, 3)  # CancelReason.EXPIRED
+    assert log.transactionHash == system_tx_hash(log.blockNumber)
+    block = w3.eth.get_block(log.blockNumber)
+    assert log.transactionIndex == len(block.transactions)
+    assert not ex.functions.getOrder(maker, order_id).call()[0]
+    assert ex.functions.balanceOf(maker, USDC).call() == [10**10, 0]  # the hold came back
+    assert [entry.args.orderId for entry in flt.get_all_entries()] == [order_id]

@@ -30,3 +30,28 @@ def test_logs_bloom_equals_eth_bloom(logs):
     assert logs_bloom(logs) == reference_bloom(logs) == logs_bloom(logs)
     for log in logs:
         assert bloom_contains(logs_bloom(logs), log.address)
+
+
+def test_system_logs_round_trip_through_the_store(tmp_path):
+    """A block's system logs (the exchange hooks' events) are kept under their
+    own key and read back with their positions: after the transactions' logs,
+    one transaction index past the last, the block's system-log hash."""
+    from node.chain.blocks import system_tx_hash
+    from node.chain.kv import LevelKV
+    from node.chain.store import ChainStore, system_logs_put
+
+    kv = LevelKV(tmp_path / "db")
+    try:
+        store = ChainStore(kv)
+        logs = []
+        for i, (topics, data) in enumerate([((b"\x01" * 32, b"\x02" * 32), b"abc"), ((b"\x03" * 32,), b"")]):
+            log = Log(b"\x11" * 20, topics, data)
+            log.log_index, log.tx_index, log.tx_hash, log.block_number = 4 + i, 2, system_tx_hash(7), 7
+            logs.append(log)
+        kv.write([system_logs_put(7, logs)])
+        back = store.system_logs(7)
+        assert [(x.address, x.topics, x.data, x.log_index, x.tx_index, x.tx_hash, x.block_number) for x in back] == \
+            [(x.address, x.topics, x.data, x.log_index, x.tx_index, x.tx_hash, x.block_number) for x in logs]
+        assert store.system_logs(8) == []
+    finally:
+        kv.close()
