@@ -362,7 +362,8 @@ class PerpClearing(SpotClearing):
     def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None) -> None:
         """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
         (its worst fee paid), with the account's other open perp orders filled
-        in their worse direction, leaves opening-level available margin >= 0.
+        on the sides that leave the lowest margin, leaves opening-level
+        available margin >= 0.
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
@@ -443,8 +444,11 @@ class PerpClearing(SpotClearing):
         margin check generally) the what-if of the pre-trade check: the order
         filled in full at its price paying its worst fee, and every other
         open perp order of the account (``replacing`` excluded) filled at its
-        price in the direction, per market, that leaves the larger position;
-        their realized PnL and fees land in the quote balance.
+        price, all buys or all sells per market, the side being the one that
+        leaves the lower available margin: such markets come as
+        ``Portfolio.choices`` and the risk model takes the worst combination
+        (``_what_if``, ``RiskModel._worst``); realized PnL and fees land in
+        the quote balance.
 
         ``margin_only``: the lending terms in ``LendingClearing.margin_terms``'
         form, for callers that read available-margin figures alone (the
@@ -466,9 +470,10 @@ class PerpClearing(SpotClearing):
                     # pending_funding, inlined
                     owed = size * (pm.funding_index - pos.funding_index) + pos.carry
                     positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
+        choices = ()
         if order is not None or (assume_orders and account.open_orders
                                  and (account.resting or account.resting_gen != self.resting_gen)):
-            self._what_if(account, positions, balances, order, replacing)
+            choices = self._what_if(account, positions, balances, order, replacing)
         perps = []
         if positions:
             info = self._perp_info
@@ -494,6 +499,9 @@ class PerpClearing(SpotClearing):
                     last = last * one // lot_size if last else mark
                     mark = sorted((mark, mid_price, last))[1]
                 perps.append((base_id, size, entry, mark, owed))
+        if choices:
+            choices = [(self._perp_info[mid][2], self._mark(mid), owed, buys, sells)
+                       for mid, owed, buys, sells in choices]
         if account.loans:
             if margin_only:
                 lent, borrowed = engine.lending.margin_terms(account, now)
@@ -505,7 +513,23 @@ class PerpClearing(SpotClearing):
         if len(prices) < engine._n_assets:
             for key in [k for k, v in balances.items() if k not in prices and v > 0]:
                 del balances[key]  # no price: counted as worth nothing (against the account)
-        return Portfolio(balances, perps, lent, borrowed), prices
+        return Portfolio(balances, perps, lent, borrowed, choices), prices
+
+    def _mark(self, mid: int) -> int:
+        """The mark of perp market ``mid`` whose underlying has an oracle price
+        (portfolio_of's inlined rule: the oracle, or the median of oracle, book
+        mid and last trade)."""
+        m, base, _, oracle_mark, one = self._perp_info[mid]
+        mark = self.oracle.prices[base]
+        if oracle_mark:
+            return mark
+        book = m.book
+        bid, ask = book.bids.best, book.asks.best
+        lot_size = m.lot_size
+        mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else mark
+        last = self.markets[mid].last_trade
+        last = last * one // lot_size if last else mark
+        return sorted((mark, mid_price, last))[1]
 
     def _prices_for(self) -> dict:
         """Prices by asset id (the quote at 10**decimals, assets without an
@@ -522,18 +546,28 @@ class PerpClearing(SpotClearing):
             self._prices_key = oracle[:]
         return self._prices
 
-    def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> None:
-        """The open-orders part of ``portfolio_of`` (see its docstring).
+    def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> list:
+        """The open-orders part of ``portfolio_of`` (see its docstring); returns
+        the markets whose side is a choice, ``[(market id, funding owed, (buys
+        filled), (sells filled))]`` by market id, each side as (size, entry
+        value, cash); those are left out of ``positions``.
 
-        Per market, a direction's final size does not depend on the order the
-        fills come in (``trade`` always returns ``size + quantity``), so the
-        worse direction is chosen from the sums of lots alone (ties: BUY).
-        Only the chosen direction's entry value and cash are computed: when
-        every one of its fills grows the position (the position after the new
-        order is flat or already on that side) they are the account's resting
-        sums (``Account.resting``: lots, price x lots, held fees), no PnL is
-        realized and the order of the fills does not matter; otherwise that
-        direction's orders are replayed through ``trade`` by order id."""
+        Per market with resting orders the two candidates are all its buys
+        filled and all its sells filled (a side without orders: nothing
+        filled), after the new order. A side whose every fill grows the
+        position (flat or already on that side) comes from the account's
+        resting sums (``Account.resting``: lots, price x lots, held fees): no
+        PnL is realized and the order of the fills does not matter; a side
+        that shrinks it is replayed through ``trade`` by order id. Which side
+        counts is the one that leaves the lower available margin, across
+        markets jointly: the risk model decides (``Portfolio.choices``,
+        ``RiskModel._worst``). Only a market whose quote is not the model's,
+        or whose underlying has no oracle price, keeps the side that leaves
+        the larger position (ties: BUY) - the cash of the other could not be
+        counted exactly. Before, every market kept that side, and an
+        in-the-money resting order on the larger side covered an order on the
+        other side that the account could then leave alone by cancelling it
+        (found by review)."""
         resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
         ids = self.engine._asset_ids
         if order is not None:
@@ -562,44 +596,52 @@ class PerpClearing(SpotClearing):
             if not (sums[0] or sums[3]):
                 del resting[mid]  # its only order: the market is out of the what-if
         info = self._perp_info
+        quote_id = self.risk_model().quote
+        oracle = self.oracle.prices
+        choices = []
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
             m = info[mid][0]
             lot = m.lot_size
             size, entry, owed = positions.get(mid, _FLAT)
-            cash = 0
             bought, buy_notional, buy_held, sold, sell_notional, sell_held = sums
-            if abs(size - sold * lot) > abs(size + bought * lot):
-                if sold:
-                    if size <= 0:  # every fill grows the short: nothing realized
-                        size -= sold * lot
-                        entry -= sell_notional
-                        cash -= sell_held
-                    else:
-                        size, entry, cash = self._replay(account, mid, 1, replacing, size, entry, cash, -lot)
-            elif bought:
-                if size >= 0:  # every fill grows the long: nothing realized
-                    size += bought * lot
-                    entry += buy_notional
-                    cash -= buy_held
-                else:
-                    size, entry, cash = self._replay(account, mid, BUY, replacing, size, entry, cash, lot)
+            if not bought:
+                buys = (size, entry, 0)
+            elif size >= 0:  # every fill grows the long: nothing realized
+                buys = (size + bought * lot, entry + buy_notional, -buy_held)
+            else:
+                buys = self._replay(account, mid, BUY, replacing, size, entry, 0, lot)
+            if not sold:
+                sells = (size, entry, 0)
+            elif size <= 0:  # every fill grows the short: nothing realized
+                sells = (size - sold * lot, entry - sell_notional, -sell_held)
+            else:
+                sells = self._replay(account, mid, 1, replacing, size, entry, 0, -lot)
+            quote = ids[m.quote]
+            if buys != sells and quote == quote_id and oracle[m.base]:
+                positions.pop(mid, None)
+                choices.append((mid, owed, buys, sells))
+                continue
+            size, entry, cash = sells if abs(sells[0]) > abs(buys[0]) else buys
             positions[mid] = (size, entry, owed)
             if cash:
-                quote = ids[m.quote]
                 balances[quote] = balances.get(quote, 0) + cash
+        if len(choices) > 1:
+            choices.sort()
+        return choices
 
     def _replay(self, account, mid: int, side: int, replacing, size: int, entry: int, cash: int,
                 step: int) -> tuple[int, int, int]:
         """``side``'s resting orders on ``mid`` filled one by one, by order id,
         against a position they shrink (PnL realized on the way)."""
         lot = abs(step)
-        for oid in sorted(account.open_orders):
-            o = account.open_orders[oid]
-            if o.market == mid and o.side == side and o is not replacing:
-                price = o.price
-                lots = o.remaining
-                size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
-                cash += realized - o.reserved
+        mine = [o for o in account.open_orders.values() if o.market == mid and o.side == side and o is not replacing]
+        if len(mine) > 1:
+            mine.sort(key=_order_id)
+        for o in mine:
+            price = o.price
+            lots = o.remaining
+            size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
+            cash += realized - o.reserved
         return size, entry, cash
 
     # ==== R2: settlement ==================================================

@@ -59,6 +59,7 @@ never needs a price and carries no scenario loss.
 from __future__ import annotations
 
 from fractions import Fraction
+from itertools import product
 from math import isqrt
 from typing import NamedTuple
 
@@ -68,6 +69,9 @@ PPM = 1_000_000
 OPEN = "open"
 LIQ = "liq"
 UNBOUNDED = 1 << 256  # a band's ``hi`` when no rise can ever breach the floor
+# Up to this many perp markets with a choice of side (open orders on both sides, or
+# on one side of a position), every combination is evaluated (2**k); past it, a bound.
+EXACT_CHOICES = 3
 
 
 class UnderlyingRisk(NamedTuple):
@@ -89,24 +93,32 @@ class Portfolio:
               mark per whole token, funding owed in quote units (+ the account pays)
     lent      [(asset, amount now)]      principal + interest earned so far
     borrowed  [(asset, owed now, interest to term)]
+    choices   [(asset, mark, funding owed, side A, side B)]  a perp position
+              that is one of two (size, entry_value, quote cash): the
+              open orders' what-if, see RiskModel._worst
     """
 
-    __slots__ = ("balances", "perps", "lent", "borrowed")
+    __slots__ = ("balances", "perps", "lent", "borrowed", "choices")
 
-    def __init__(self, balances=None, perps=(), lent=(), borrowed=()) -> None:
+    def __init__(self, balances=None, perps=(), lent=(), borrowed=(), choices=()) -> None:
         self.balances = balances if balances is not None else {}
         self.perps = perps
         self.lent = lent
         self.borrowed = borrowed
+        # Perp positions of which one of two sides counts, the one that leaves
+        # the lower available margin (jointly over all of them):
+        # [(asset, mark, funding owed, (size, entry, cash), (size, entry, cash))],
+        # the cash in the quote asset (perps.PerpClearing._what_if)
+        self.choices = choices
 
     def __repr__(self) -> str:
         return (f"Portfolio(balances={self.balances!r}, perps={self.perps!r}, "
-                f"lent={self.lent!r}, borrowed={self.borrowed!r})")
+                f"lent={self.lent!r}, borrowed={self.borrowed!r}, choices={self.choices!r})")
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Portfolio) and (
-            (self.balances, list(self.perps), list(self.lent), list(self.borrowed))
-            == (other.balances, list(other.perps), list(other.lent), list(other.borrowed)))
+            (self.balances, list(self.perps), list(self.lent), list(self.borrowed), list(self.choices))
+            == (other.balances, list(other.perps), list(other.lent), list(other.borrowed), list(other.choices)))
 
 
 class Margin(NamedTuple):
@@ -227,7 +239,17 @@ class RiskModel:
 
         The hot path of every pre-trade check: one pass over the holdings,
         then one over the underlyings; the correlated form only when two or
-        more underlyings are exposed."""
+        more underlyings are exposed.
+
+        With ``choices`` (open orders assumed filled), the Margin of the
+        combination of sides that leaves the lowest opening-level available
+        margin (``_worst``); past ``EXACT_CHOICES`` of them, that of the sides
+        with the lower equity each, its opening figure lowered to ``_worst``'s
+        bound."""
+        if portfolio.choices:
+            available, combo = self._worst(portfolio, prices, 1, 5)
+            margin = self.evaluate(self._concrete(portfolio, combo), prices)
+            return margin if margin.available_open == available else margin._replace(available_open=available)
         quote = self.quote
         params = self._p
         equity = 0
@@ -358,6 +380,15 @@ class RiskModel:
     def _available(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int) -> int:
         """One level's available margin; ``shock_at`` / ``widened_at`` index
         the level's shock and its widened form in ``_p``."""
+        if portfolio.choices:
+            return self._worst(portfolio, prices, shock_at, widened_at)[0]
+        equity, deductions, delta = self._holdings(portfolio, prices)
+        return equity - deductions - self._loss(delta, prices, shock_at, widened_at)
+
+    def _holdings(self, portfolio: Portfolio, prices) -> tuple:
+        """``(equity, deductions, delta)`` of a portfolio's balances, perp
+        positions and loans (its choices left out): ``_available`` before the
+        loss; ``delta`` is the net exposure per underlying, base units."""
         quote = self.quote
         params = self._p
         equity = 0
@@ -394,7 +425,89 @@ class RiskModel:
                 equity += (-owed * p) // scale
                 deductions -= (-interest * p) // scale
                 delta[a] = get(a, 0) - owed
-        return equity - deductions - self._loss(delta, prices, shock_at, widened_at)
+        return equity, deductions, delta
+
+    def _worst(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int) -> tuple:
+        """``(available, combination)`` of a portfolio with ``choices``: the
+        lowest available margin over every combination of their sides (the
+        risk of open orders on both sides of several markets: which fill is
+        not the account's to choose), each side's entry ``(asset, size,
+        value, choice)`` with ``value = size * mark // 10**d - entry - owed +
+        cash``; by exact enumeration up to ``EXACT_CHOICES`` choices (2**k
+        evaluations of the loss, first of equal minima kept), past that a
+        lower bound (``combination`` None): each choice's lower value, and the
+        loss bounded above term by term (the larger square per underlying,
+        the larger cross term per pair, over the candidates)."""
+        fixed = Portfolio(portfolio.balances, portfolio.perps, portfolio.lent, portfolio.borrowed)
+        equity, deductions, delta = self._holdings(fixed, prices)
+        params = self._p
+        options = []
+        for asset, mark, owed, a_side, b_side in portfolio.choices:
+            scale = params[asset][0]
+            options.append(((asset, a_side[0], a_side[0] * mark // scale - a_side[1] - owed + a_side[2], a_side),
+                            (asset, b_side[0], b_side[0] * mark // scale - b_side[1] - owed + b_side[2], b_side)))
+        if len(options) > EXACT_CHOICES:
+            e = equity + sum(min(option[0][2], option[1][2]) for option in options)
+            return e - deductions - self._loss_bound(delta, options, prices, widened_at), None
+        base = equity - deductions
+        loss = self._loss
+        best = None
+        get = delta.get
+        d = dict(delta)
+        for combo in product(*options):
+            e = base
+            for asset, _, _, _ in combo:
+                d[asset] = get(asset, 0)
+            for asset, size, value, _ in combo:
+                e += value
+                d[asset] += size
+            available = e - loss(d, prices, shock_at, widened_at)
+            if best is None or available < best[0]:
+                best = (available, combo)
+        return best
+
+    def _concrete(self, portfolio: Portfolio, combo) -> Portfolio:
+        """``portfolio`` with its choices settled: ``combo``'s sides (None:
+        each choice's side of lower value), as plain positions and quote cash."""
+        balances = dict(portfolio.balances)
+        perps = list(portfolio.perps)
+        quote = self.quote
+        params = self._p
+        for i, (asset, mark, owed, a_side, b_side) in enumerate(portfolio.choices):
+            if combo is not None:
+                size, entry, cash = combo[i][3]
+            else:
+                scale = params[asset][0]
+                size, entry, cash = min((a_side, b_side), key=lambda s: s[0] * mark // scale - s[1] + s[2])
+            if size or entry or owed:
+                perps.append((asset, size, entry, mark, owed))
+            if cash:
+                balances[quote] = balances.get(quote, 0) + cash
+        return Portfolio(balances, perps, portfolio.lent, portfolio.borrowed)
+
+    def _loss_bound(self, delta: dict, options: list, prices, widened_at: int) -> int:
+        """An upper bound of ``_loss`` over every combination of the options'
+        sizes added to ``delta`` (``_worst`` past ``EXACT_CHOICES``)."""
+        candidates = {a: [d] for a, d in delta.items()}
+        for option in options:
+            asset = option[0][0]
+            base = candidates.get(asset, [0])
+            candidates[asset] = [b + size for b in base for _, size, _, _ in option]
+        params = self._p
+        o = {a: [x * prices[a] * params[a][widened_at] for x in xs] for a, xs in candidates.items()}
+        q = PPM * sum(max(v * v for v in vs) for vs in o.values())
+        keys = sorted(o)
+        rho = self._rho
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                r = rho.get((a, b))
+                if r:
+                    q += max(r * x * y for x in o[a] for y in o[b])
+        if q <= 0:
+            return 0
+        t = -(-q // self._den2)
+        loss = isqrt(t)
+        return loss + 1 if loss * loss < t else loss
 
     def _loss(self, delta: dict, prices, shock_at: int, widened_at: int) -> int:
         """One level's scenario loss of the net exposures ``delta``

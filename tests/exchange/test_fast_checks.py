@@ -95,7 +95,7 @@ def _uncached_available(e, account, now: int) -> int:
     perps = e._perps
     portfolio, prices = perps.portfolio_of(account, now, None, None)
     lent, borrowed = e.lending._terms(account, now, e.lending.asset_ids)
-    rebuilt = Portfolio(portfolio.balances, portfolio.perps, lent, borrowed)
+    rebuilt = Portfolio(portfolio.balances, portfolio.perps, lent, borrowed, portfolio.choices)
     return perps.risk_model().evaluate(rebuilt, prices).available_open
 
 
@@ -227,10 +227,12 @@ def test_a_reverted_repayment_is_not_served_from_the_cache(config):
     assert lending.terms_by_id(a, now) == before == lending._terms(a, now, lending.asset_ids)
 
 
-def _what_if_by_replay(perps, account, positions, balances, order, replacing):
-    """The open-orders what-if as it was first written: both directions of
-    every market replayed fill by fill through ``trade``, in order-id order,
-    the larger final position kept (ties: BUY)."""
+def _what_if_by_replay(perps, account, positions, order, replacing) -> dict:
+    """The open-orders what-if written plainly: per market with resting orders,
+    both sides replayed fill by fill through ``trade``, in order-id order,
+    after the new order: {market id: ((size, entry, cash) with every buy
+    filled, the same with every sell filled)}; ``positions`` gets the new
+    order's market when it has no resting order."""
     from exchange.perps import _FLAT, BUY, trade
     from exchange.types import FEE_SCALE
     by_market: dict = {}
@@ -238,34 +240,30 @@ def _what_if_by_replay(perps, account, positions, balances, order, replacing):
         o = account.open_orders[oid]
         if o.market in perps.markets and o is not replacing:
             by_market.setdefault(o.market, ([], []))[o.side].append(o)
-    new = None
+    out = {}
     if order is not None:
         m, side, price, lots = order
-        by_market.setdefault(m.id, ([], []))
-        new = (m, side, price, lots, -(-price * lots * m.max_fee // FEE_SCALE))
+        lot = m.lot_size
+        size, entry, owed = positions.get(m.id, _FLAT)
+        size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
+                                      price * lots, price, lot)
+        positions[m.id] = (size, entry, owed)
+        cash = realized - -(-price * lots * m.max_fee // FEE_SCALE)
+        out["new cash"] = cash
     for mid in sorted(by_market):
         m = perps._perp_info[mid][0]
         lot = m.lot_size
-        worst = None
+        sides = []
         for direction in (BUY, 1):
-            size, entry, owed = positions.get(mid, _FLAT)
+            size, entry, _ = positions.get(mid, _FLAT)
             cash = 0
-            if new is not None and new[0] is m:
-                _, side, price, lots, fee = new
-                size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
-                                              price * lots, price, lot)
-                cash = realized - fee
             step = lot if direction == BUY else -lot
             for o in by_market[mid][direction]:
                 size, entry, realized = trade(size, entry, o.remaining * step, o.price * o.remaining, o.price, lot)
                 cash += realized - o.reserved
-            if worst is None or abs(size) > abs(worst[0]):
-                worst = (size, entry, owed, cash)
-        size, entry, owed, cash = worst
-        positions[mid] = (size, entry, owed)
-        if cash:
-            quote = perps.engine._asset_ids[m.quote]
-            balances[quote] = balances.get(quote, 0) + cash
+            sides.append((size, entry, cash))
+        out[mid] = tuple(sides)
+    return out
 
 
 class _Resting:
@@ -291,7 +289,9 @@ _ORDER = st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(-40, 40), s
 def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, replaced, ids):
     """Sums where every fill grows the position, the fill-by-fill replay
     where some close it (PnL realized with per-fill rounding): the same
-    positions and cash as replaying both directions of every market."""
+    sides (each with its cash) as replaying both directions of every market;
+    a market whose two sides differ is a choice once its underlying has an
+    oracle price, else it keeps the side of the larger position."""
     e = ex.Engine(config)
     perps = e._perps
     mids = sorted(perps.markets)
@@ -310,12 +310,31 @@ def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, rep
     if new is not None:
         m, side, off, lots, _ = new
         order = (perps._perp_info[mids[m % len(mids)]][0], side, max(1, 3_000_000 + off * 1000), lots)
-    want_positions, want_balances = dict(positions), {"x": 1}
-    _what_if_by_replay(perps, account, want_positions, want_balances, order, replacing)
-    got_positions, got_balances = dict(positions), {"x": 1}
-    perps._what_if(account, got_positions, got_balances, order, replacing)
-    assert got_positions == want_positions
-    assert got_balances == want_balances
+    want_positions = dict(positions)
+    want = _what_if_by_replay(perps, account, want_positions, order, replacing)
+    new_cash = want.pop("new cash", 0)
+    quote = e._asset_ids[0]
+    for priced in (False, True):  # without oracle prices every market keeps the larger side
+        if priced:
+            e.apply(ex.SetOraclePrice(config.oracle, 1, 3000 * USD), CTX)
+            e.apply(ex.SetOraclePrice(config.oracle, 2, 60_000 * USD), CTX)
+        got_positions, got_balances = dict(positions), {"x": 1}
+        choices = perps._what_if(account, got_positions, got_balances, order, replacing)
+        cash = new_cash
+        for mid, (buys, sells) in want.items():
+            owed = want_positions.get(mid, (0, 0, 0))[2]
+            if priced and buys != sells:
+                assert (mid, owed, buys, sells) in choices and mid not in got_positions
+            else:  # the larger position (ties: BUY)
+                size, entry, side_cash = sells if abs(sells[0]) > abs(buys[0]) else buys
+                assert got_positions[mid] == (size, entry, owed)
+                cash += side_cash
+        assert priced or choices == []
+        assert len(choices) == sum(1 for sides in want.values() if priced and sides[0] != sides[1])
+        assert got_balances == ({"x": 1, quote: cash} if cash else {"x": 1})
+        for mid, value in want_positions.items():
+            if mid not in want:
+                assert got_positions[mid] == value
 
 
 # ---- Account.resting: the resting perp orders' sums, kept as orders change ----
@@ -405,3 +424,103 @@ def test_resting_sums_follow_every_change_of_resting_perp_orders(config, steps):
             perps.resting_of(a)  # current for the next step
     assert compared > 0 or not kept  # (a stream of commands each undone leaves every sum stale)
     assert e.audit() == [] and e.balance_report().balanced
+
+
+# ---- the what-if's sides: the combination that leaves the lowest margin ------------
+
+_TWO_SIDED = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.sampled_from([ex.Side.BUY, ex.Side.SELL]),
+                                st.integers(-300, 300), st.integers(1, 30), st.booleans()),
+                      min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                               HealthCheck.function_scoped_fixture])
+@given(_TWO_SIDED)
+def test_the_check_counts_the_worst_combination_of_sides(config, orders):
+    """Traders with positions and resting orders on both perps: the check's
+    figure (and the views') is the lowest opening-level available margin over
+    every combination of sides - each side replayed fill by fill, each
+    combination evaluated as a plain portfolio by the full evaluate."""
+    from itertools import product
+
+    e = ex.Engine(config)
+    e.apply(ex.SetOraclePrice(config.oracle, 1, 3000 * USD), CTX)
+    e.apply(ex.SetOraclePrice(config.oracle, 2, 60_000 * USD), CTX)
+    traders = [b"\x71" * 20, b"\x72" * 20, b"\x73" * 20]
+    for who in traders:
+        e.apply(ex.Deposit(who, 0, 50_000 * USD), CTX)
+        e.apply(ex.Deposit(who, 1, 2 * 10**18), CTX)
+    perps = e._perps
+    model = perps.risk_model()
+    info = {2: (10**15, 3_000_000), 3: (10**4, 6_000_000)}  # ETH-PERP, BTC-PERP: lot, price per lot at the oracle
+    for who, market, side, off, lots, take in orders:
+        mid = 2 + market
+        lot, mid_price = info[mid]
+        tif = ex.TimeInForce.IOC if take else ex.TimeInForce.GTC
+        price = mid_price + off * 1000 * (1 if mid == 2 else 20)
+        try:
+            e.apply(ex.PlaceOrder(traders[who], mid, side, price, lots * lot, time_in_force=tif), CTX)
+        except ex.ExchangeError:
+            pass
+    ids = e._asset_ids
+    for who in traders:
+        a = e._accounts[who]
+        portfolio, prices = perps.portfolio_of(a, CTX.timestamp, None, None, True, True)
+        got = perps._available(model, portfolio, prices)
+        positions = {mid: (p.size, p.entry_value, 0) for mid, p in a.positions.items() if p.size}  # no funding yet
+        sides = _what_if_by_replay(perps, a, dict(positions), None, None)
+        by_asset = {ids[perps._perp_info[mid][1]]: mid for mid in sides}
+        options = []
+        fixed = []
+        for asset, mark, owed, one, other in portfolio.choices:
+            assert {one, other} == set(sides[by_asset[asset]])
+            options.append([(asset, mark, owed, s) for s in (one, other)])
+        for asset, size, entry, mark, owed in portfolio.perps:
+            fixed.append((asset, size, entry, mark, owed))
+        worst = None
+        for combo in product(*options):
+            balances = dict(portfolio.balances)
+            perps_list = list(fixed)
+            for asset, mark, owed, (size, entry, cash) in combo:
+                perps_list.append((asset, size, entry, mark, owed))
+                balances[0] = balances.get(0, 0) + cash
+            figure = model.evaluate(Portfolio(balances, perps_list, portfolio.lent, portfolio.borrowed),
+                                    prices).available_open
+            worst = figure if worst is None else min(worst, figure)
+        assert got == worst
+        assert e.margin(who, CTX.timestamp, assume_orders=True).available_open == worst
+
+
+_SIDE = st.tuples(st.integers(-5 * 10**18, 5 * 10**18), st.integers(-20_000 * USD, 20_000 * USD),
+                  st.integers(-2_000 * USD, 0))
+
+
+@settings(max_examples=150, deadline=None)
+@given(portfolios(), RHOS, st.lists(st.tuples(st.sampled_from([WETH, WBTC]), _SIDE, _SIDE), min_size=1, max_size=6))
+def test_the_worst_combination_and_its_bound(case, rho, choices):
+    """``RiskModel._worst``: up to EXACT_CHOICES choices, the exact lowest
+    available margin over every combination (each a plain portfolio under
+    evaluate); past that, a figure at or below every combination's."""
+    from itertools import product
+
+    from exchange.risk import EXACT_CHOICES
+
+    p, prices = case
+    m = model(rho)
+    prices = {**prices, WETH: prices.get(WETH, 3000 * USD), WBTC: prices.get(WBTC, 60_000 * USD), USDC: USD}
+    marks = {WETH: prices[WETH] + 7, WBTC: prices[WBTC] - 11}
+    listed = [(a, marks[a], 5, one, other) for a, one, other in choices]
+    with_choices = Portfolio(p.balances, p.perps, p.lent, p.borrowed, listed)
+    figures = []
+    for combo in product(*[(one, other) for _, _, _, one, other in listed]):
+        balances = dict(p.balances)
+        perps = list(p.perps)
+        for (a, mark, owed, _, _), (size, entry, cash) in zip(listed, combo):
+            perps.append((a, size, entry, mark, owed))
+            balances[USDC] = balances.get(USDC, 0) + cash
+        figures.append(m.evaluate(Portfolio(balances, perps, p.lent, p.borrowed), prices).available_open)
+    got = m.available_open(with_choices, prices)
+    if len(listed) <= EXACT_CHOICES:
+        assert got == min(figures) == m.evaluate(with_choices, prices).available_open
+    else:
+        assert got <= min(figures) and m.evaluate(with_choices, prices).available_open == got

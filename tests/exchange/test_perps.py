@@ -536,3 +536,29 @@ def test_a_withdrawal_is_checked_against_resting_perp_orders_alone(perp, config)
             engine.apply(ex.Withdraw(F, USDC, free(engine, F, USDC)), CTX)
         assert err.value.reason == R.INSUFFICIENT_MARGIN
     assert copy.state_digest() == e.state_digest()
+
+
+def test_resting_orders_count_on_the_side_that_leaves_the_lower_margin(perp, config):
+    """A resting buy far below the mark would fill at a profit; a sell far
+    below the mark at a loss. The what-if must count the side that hurts,
+    whichever leaves the larger position: else the buy 'covers' the sell, the
+    trader cancels the buy (cancels are not checked) and a colluding account
+    takes the sell - a loss past the account's collateral, for the venue
+    (found by review: the larger position decided)."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 200 * USD), CTX)
+    result, _ = place(e, E, Side.BUY, px(1900), 2 * ETH)  # on 200 USDC: 2 x 3000 x 15 % loss, 2 x 1100 profit
+    assert result.status == ex.OrderStatus.RESTING
+    digest = e.state_digest()
+    with pytest.raises(ex.ExchangeError) as err:
+        place(e, E, Side.SELL, px(2000), ETH)  # filled: -1,000 at once
+    assert err.value.reason == R.INSUFFICIENT_MARGIN and e.state_digest() == digest
+    # The buy alone: filled it leaves 200 + 2,200 - 900 - its fee, unfilled 200 -
+    # the views count the worse, as the check does.
+    assert e.margin(E, CTX.timestamp, assume_orders=True).available_open == 200 * USD
+    assert e.portfolio(E, CTX.timestamp, assume_orders=True).perps == []
+    # A sell that costs less than the 200 passes, and the account stays above zero
+    # whichever side fills.
+    place(e, E, Side.SELL, px(2990), ETH // 10)
+    assert 0 <= e.margin(E, CTX.timestamp, assume_orders=True).available_open < 200 * USD
