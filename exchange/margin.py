@@ -159,7 +159,7 @@ class AutoBorrowing:
             return
         # Under water once filled: allowed only if it does not lower the margin.
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
-        if after < perps._available(model, portfolio, prices):
+        if after < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
     def _leveraged(self, account) -> bool:

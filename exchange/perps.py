@@ -374,7 +374,7 @@ class PerpClearing(SpotClearing):
             return
         if reduce_only:
             portfolio, prices = self.portfolio_of(account, now, None, replacing, True, True)
-            if after >= self._available(model, portfolio, prices):
+            if after >= self._available(model, portfolio, prices, exact=True):
                 return
         raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
@@ -414,11 +414,14 @@ class PerpClearing(SpotClearing):
         return bool(account.open_orders) and bool(self.resting_of(account))
 
     @staticmethod
-    def _available(model, portfolio, prices) -> int:
+    def _available(model, portfolio, prices, exact: bool = False) -> int:
         """Opening-level available margin, all a pre-trade check needs
-        (``RiskModel.available_open``: ``_evaluate(...).available_open`` exactly)."""
+        (``RiskModel.available_open``: ``_evaluate(...).available_open``),
+        exactly when it is below zero; at or above zero, unless ``exact``,
+        possibly a lower bound at or above zero (RiskModel._worst): a check
+        only asks "at least zero?" - and, under water, compares exact figures."""
         try:
-            return model._available(portfolio, prices, 1, 5)  # model.available_open, one call less
+            return model._available(portfolio, prices, 1, 5, None if exact else 0)
         except KeyError as missing:  # a held asset without an oracle price
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
 

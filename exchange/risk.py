@@ -377,11 +377,14 @@ class RiskModel:
         """``evaluate(portfolio, prices).available_liq``, exactly (re-banding)."""
         return self._available(portfolio, prices, 2, 6)
 
-    def _available(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int) -> int:
+    def _available(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int, floor=None) -> int:
         """One level's available margin; ``shock_at`` / ``widened_at`` index
-        the level's shock and its widened form in ``_p``."""
+        the level's shock and its widened form in ``_p``. With a ``floor``
+        (a pre-trade check asks "at least 0?"), a portfolio with choices may
+        answer with a lower bound at or above the floor instead of the exact
+        figure (below the floor the figure is exact)."""
         if portfolio.choices:
-            return self._worst(portfolio, prices, shock_at, widened_at)[0]
+            return self._worst(portfolio, prices, shock_at, widened_at, floor)[0]
         equity, deductions, delta = self._holdings(portfolio, prices)
         return equity - deductions - self._loss(delta, prices, shock_at, widened_at)
 
@@ -427,7 +430,7 @@ class RiskModel:
                 delta[a] = get(a, 0) - owed
         return equity, deductions, delta
 
-    def _worst(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int) -> tuple:
+    def _worst(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int, floor=None) -> tuple:
         """``(available, combination)`` of a portfolio with ``choices``: the
         lowest available margin over every combination of their sides (the
         risk of open orders on both sides of several markets: which fill is
@@ -437,15 +440,21 @@ class RiskModel:
         evaluations of the loss, first of equal minima kept), past that a
         lower bound (``combination`` None): each choice's lower value, and the
         loss bounded above term by term (the larger square per underlying,
-        the larger cross term per pair, over the candidates)."""
-        fixed = Portfolio(portfolio.balances, portfolio.perps, portfolio.lent, portfolio.borrowed)
-        equity, deductions, delta = self._holdings(fixed, prices)
+        the larger cross term per pair, over the candidates). With a
+        ``floor``, first a cheaper bound (``_loss_cap``): when it is at or
+        above the floor, it answers (combination None)."""
+        equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
         params = self._p
         options = []
         for asset, mark, owed, a_side, b_side in portfolio.choices:
             scale = params[asset][0]
             options.append(((asset, a_side[0], a_side[0] * mark // scale - a_side[1] - owed + a_side[2], a_side),
                             (asset, b_side[0], b_side[0] * mark // scale - b_side[1] - owed + b_side[2], b_side)))
+        if floor is not None:
+            low = equity - deductions + sum(min(option[0][2], option[1][2]) for option in options)
+            low -= self._loss_cap(delta, options, prices, shock_at, widened_at)
+            if low >= floor:
+                return low, None
         if len(options) > EXACT_CHOICES:
             e = equity + sum(min(option[0][2], option[1][2]) for option in options)
             return e - deductions - self._loss_bound(delta, options, prices, widened_at), None
@@ -484,6 +493,28 @@ class RiskModel:
             if cash:
                 balances[quote] = balances.get(quote, 0) + cash
         return Portfolio(balances, perps, portfolio.lent, portfolio.borrowed)
+
+    def _loss_cap(self, delta: dict, options: list, prices, shock_at: int, widened_at: int) -> int:
+        """A cheap upper bound of ``_loss`` over every combination of the
+        options' sizes added to ``delta``: the sum over underlyings of each
+        one's single-underlying loss at its largest |exposure| (the loss is
+        sqrt(e^T R e) with |rho| <= 1, at most sum |e_u|)."""
+        params = self._p
+        largest = {a: abs(d) for a, d in delta.items()}
+        seen = set()
+        for (asset, one, _, _), (_, other, _, _) in options:
+            if asset in seen:  # two perp markets on one underlying: the term-by-term bound
+                return self._loss_bound(delta, options, prices, widened_at)
+            seen.add(asset)
+            base = delta.get(asset, 0)
+            largest[asset] = max(abs(base + one), abs(base + other))
+        cap = 0
+        for a, x in largest.items():
+            pa = params[a]
+            p = prices[a]  # (every exposed underlying's price is read, as _loss reads it)
+            if x:
+                cap += -(-x * p * pa[shock_at] // pa[4])
+        return cap
 
     def _loss_bound(self, delta: dict, options: list, prices, widened_at: int) -> int:
         """An upper bound of ``_loss`` over every combination of the options'

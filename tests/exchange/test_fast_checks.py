@@ -137,7 +137,10 @@ def test_cached_terms_and_fast_checks_match_the_full_path(config, steps):
             assert lending.terms_by_id(a, now) == lending._terms(a, now, ids)
             perps = e._perps
             portfolio, prices = perps.portfolio_of(a, now, None, None)
-            assert perps._available(perps.risk_model(), portfolio, prices) == _uncached_available(e, a, now)
+            exact = _uncached_available(e, a, now)
+            assert perps._available(perps.risk_model(), portfolio, prices, exact=True) == exact
+            check = perps._available(perps.risk_model(), portfolio, prices)  # the checks' answer
+            assert check == exact if exact < 0 else 0 <= check <= exact
             _margin_only_figures_match(e, a, now)
     if outer is not None:
         e.revert(outer[0])
@@ -466,7 +469,8 @@ def test_the_check_counts_the_worst_combination_of_sides(config, orders):
     for who in traders:
         a = e._accounts[who]
         portfolio, prices = perps.portfolio_of(a, CTX.timestamp, None, None, True, True)
-        got = perps._available(model, portfolio, prices)
+        got = perps._available(model, portfolio, prices, exact=True)
+        check = perps._available(model, portfolio, prices)  # "at least zero?": exact below, a bound above
         positions = {mid: (p.size, p.entry_value, 0) for mid, p in a.positions.items() if p.size}  # no funding yet
         sides = _what_if_by_replay(perps, a, dict(positions), None, None)
         by_asset = {ids[perps._perp_info[mid][1]]: mid for mid in sides}
@@ -488,6 +492,7 @@ def test_the_check_counts_the_worst_combination_of_sides(config, orders):
                                     prices).available_open
             worst = figure if worst is None else min(worst, figure)
         assert got == worst
+        assert check == worst if worst < 0 else 0 <= check <= worst
         assert e.margin(who, CTX.timestamp, assume_orders=True).available_open == worst
 
 
@@ -520,6 +525,8 @@ def test_the_worst_combination_and_its_bound(case, rho, choices):
             balances[USDC] = balances.get(USDC, 0) + cash
         figures.append(m.evaluate(Portfolio(balances, perps, p.lent, p.borrowed), prices).available_open)
     got = m.available_open(with_choices, prices)
+    check = m._available(with_choices, prices, 1, 5, 0)  # a check's question: exact below zero, a bound above
+    assert check == got if got < 0 else 0 <= check <= min(figures)
     if len(listed) <= EXACT_CHOICES:
         assert got == min(figures) == m.evaluate(with_choices, prices).available_open
     else:
