@@ -503,8 +503,7 @@ class PerpClearing(SpotClearing):
                     mark = sorted((mark, mid_price, last))[1]
                 perps.append((base_id, size, entry, mark, owed))
         if choices:
-            choices = [(self._perp_info[mid][2], self._mark(mid), owed, buys, sells)
-                       for mid, owed, buys, sells in choices]
+            choices = [(self._perp_info[mid][2], self._mark(mid), owed, sides) for mid, owed, sides in choices]
         if account.loans:
             if margin_only:
                 lent, borrowed = engine.lending.margin_terms(account, now)
@@ -551,18 +550,21 @@ class PerpClearing(SpotClearing):
 
     def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> list:
         """The open-orders part of ``portfolio_of`` (see its docstring); returns
-        the markets whose side is a choice, ``[(market id, funding owed, (buys
-        filled), (sells filled))]`` by market id, each side as (size, entry
-        value, cash); those are left out of ``positions``.
+        the markets whose fills are a choice, ``[(market id, funding owed,
+        sides)]`` by market id, each side a corner of the fills as (size, entry
+        value, cash): all buys, all sells, none, and all of both (by order id)
+        when it rests orders on both sides; those markets are left out of
+        ``positions``.
 
-        Per market with resting orders the two candidates are all its buys
-        filled and all its sells filled (a side without orders: nothing
-        filled), after the new order. A side whose every fill grows the
+        Per market with resting orders the candidates are the corners of its
+        fills, after the new order: all its buys, all its sells, none of them,
+        and all of both sides (the margin is concave in the filled fractions,
+        so its lowest point over any partial fills is one of these). A side whose every fill grows the
         position (flat or already on that side) comes from the account's
         resting sums (``Account.resting``: lots, price x lots, held fees): no
         PnL is realized and the order of the fills does not matter; a side
-        that shrinks it is replayed through ``trade`` by order id. Which side
-        counts is the one that leaves the lower available margin, across
+        that shrinks it is replayed through ``trade`` by order id. Which corner
+        counts is the one that leaves the lowest available margin, across
         markets jointly: the risk model decides (``Portfolio.choices``,
         ``RiskModel._worst``). Only a market whose quote is not the model's,
         or whose underlying has no oracle price, keeps the side that leaves
@@ -570,7 +572,10 @@ class PerpClearing(SpotClearing):
         counted exactly. Before, every market kept that side, and an
         in-the-money resting order on the larger side covered an order on the
         other side that the account could then leave alone by cancelling it
-        (found by review)."""
+        (found by review); and with orders resting on both sides, "none fills"
+        was never counted, so orders far from the mark on both sides covered
+        any position, and cancelling them all left it uncovered (found by a
+        review of that fix)."""
         resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
         ids = self.engine._asset_ids
         if order is not None:
@@ -620,10 +625,21 @@ class PerpClearing(SpotClearing):
             else:
                 sells = self._replay(account, mid, 1, replacing, size, entry, 0, -lot)
             quote = ids[m.quote]
-            if buys != sells and quote == quote_id and oracle[m.base]:
-                positions.pop(mid, None)
-                choices.append((mid, owed, buys, sells))
-                continue
+            if quote == quote_id and oracle[m.base]:
+                # the corners of the fills: buys, sells, none, and (orders on both
+                # sides) all of them, in order-id order
+                sides = [buys]
+                for side in (sells, (size, entry, 0)):
+                    if side not in sides:
+                        sides.append(side)
+                if bought and sold:
+                    both = self._replay(account, mid, None, replacing, size, entry, 0, lot)
+                    if both not in sides:
+                        sides.append(both)
+                if len(sides) > 1:
+                    positions.pop(mid, None)
+                    choices.append((mid, owed, tuple(sides)))
+                    continue
             size, entry, cash = sells if abs(sells[0]) > abs(buys[0]) else buys
             positions[mid] = (size, entry, owed)
             if cash:
@@ -634,16 +650,18 @@ class PerpClearing(SpotClearing):
 
     def _replay(self, account, mid: int, side: int, replacing, size: int, entry: int, cash: int,
                 step: int) -> tuple[int, int, int]:
-        """``side``'s resting orders on ``mid`` filled one by one, by order id,
-        against a position they shrink (PnL realized on the way)."""
+        """``side``'s resting orders on ``mid`` (None: both sides') filled one
+        by one, by order id, against a position they may shrink (PnL realized
+        on the way)."""
         lot = abs(step)
-        mine = [o for o in account.open_orders.values() if o.market == mid and o.side == side and o is not replacing]
+        mine = [o for o in account.open_orders.values()
+                if o.market == mid and (side is None or o.side == side) and o is not replacing]
         if len(mine) > 1:
             mine.sort(key=_order_id)
         for o in mine:
             price = o.price
             lots = o.remaining
-            size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
+            size, entry, realized = trade(size, entry, lots * (lot if o.side == BUY else -lot), price * lots, price, lot)
             cash += realized - o.reserved
         return size, entry, cash
 

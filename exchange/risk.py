@@ -93,9 +93,9 @@ class Portfolio:
               mark per whole token, funding owed in quote units (+ the account pays)
     lent      [(asset, amount now)]      principal + interest earned so far
     borrowed  [(asset, owed now, interest to term)]
-    choices   [(asset, mark, funding owed, side A, side B)]  a perp position
-              that is one of two (size, entry_value, quote cash): the
-              open orders' what-if, see RiskModel._worst
+    choices   [(asset, mark, funding owed, sides)]  a perp position that is
+              one of ``sides`` (size, entry_value, quote cash): the open
+              orders' what-if, see RiskModel._worst
     """
 
     __slots__ = ("balances", "perps", "lent", "borrowed", "choices")
@@ -105,10 +105,10 @@ class Portfolio:
         self.perps = perps
         self.lent = lent
         self.borrowed = borrowed
-        # Perp positions of which one of two sides counts, the one that leaves
-        # the lower available margin (jointly over all of them):
-        # [(asset, mark, funding owed, (size, entry, cash), (size, entry, cash))],
-        # the cash in the quote asset (perps.PerpClearing._what_if)
+        # Perp positions of which one of several counts, the one that leaves
+        # the lowest available margin (jointly over all of them):
+        # [(asset, mark, funding owed, ((size, entry, cash), ...))], the cash in
+        # the quote asset (perps.PerpClearing._what_if: the corners of the fills)
         self.choices = choices
 
     def __repr__(self) -> str:
@@ -446,17 +446,17 @@ class RiskModel:
         equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
         params = self._p
         options = []
-        for asset, mark, owed, a_side, b_side in portfolio.choices:
+        for asset, mark, owed, sides in portfolio.choices:
             scale = params[asset][0]
-            options.append(((asset, a_side[0], a_side[0] * mark // scale - a_side[1] - owed + a_side[2], a_side),
-                            (asset, b_side[0], b_side[0] * mark // scale - b_side[1] - owed + b_side[2], b_side)))
+            options.append(tuple((asset, side[0], side[0] * mark // scale - side[1] - owed + side[2], side)
+                                 for side in sides))
         if floor is not None:
-            low = equity - deductions + sum(min(option[0][2], option[1][2]) for option in options)
+            low = equity - deductions + sum(min(value for _, _, value, _ in option) for option in options)
             low -= self._loss_cap(delta, options, prices, shock_at, widened_at)
             if low >= floor:
                 return low, None
         if len(options) > EXACT_CHOICES:
-            e = equity + sum(min(option[0][2], option[1][2]) for option in options)
+            e = equity + sum(min(value for _, _, value, _ in option) for option in options)
             return e - deductions - self._loss_bound(delta, options, prices, widened_at), None
         base = equity - deductions
         loss = self._loss
@@ -482,12 +482,12 @@ class RiskModel:
         perps = list(portfolio.perps)
         quote = self.quote
         params = self._p
-        for i, (asset, mark, owed, a_side, b_side) in enumerate(portfolio.choices):
+        for i, (asset, mark, owed, sides) in enumerate(portfolio.choices):
             if combo is not None:
                 size, entry, cash = combo[i][3]
             else:
                 scale = params[asset][0]
-                size, entry, cash = min((a_side, b_side), key=lambda s: s[0] * mark // scale - s[1] + s[2])
+                size, entry, cash = min(sides, key=lambda s: s[0] * mark // scale - s[1] + s[2])
             if size or entry or owed:
                 perps.append((asset, size, entry, mark, owed))
             if cash:
@@ -502,12 +502,13 @@ class RiskModel:
         params = self._p
         largest = {a: abs(d) for a, d in delta.items()}
         seen = set()
-        for (asset, one, _, _), (_, other, _, _) in options:
+        for option in options:
+            asset = option[0][0]
             if asset in seen:  # two perp markets on one underlying: the term-by-term bound
                 return self._loss_bound(delta, options, prices, widened_at)
             seen.add(asset)
             base = delta.get(asset, 0)
-            largest[asset] = max(abs(base + one), abs(base + other))
+            largest[asset] = max(abs(base + size) for _, size, _, _ in option)
         cap = 0
         for a, x in largest.items():
             pa = params[a]

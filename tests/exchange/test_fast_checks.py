@@ -232,10 +232,10 @@ def test_a_reverted_repayment_is_not_served_from_the_cache(config):
 
 def _what_if_by_replay(perps, account, positions, order, replacing) -> dict:
     """The open-orders what-if written plainly: per market with resting orders,
-    both sides replayed fill by fill through ``trade``, in order-id order,
-    after the new order: {market id: ((size, entry, cash) with every buy
-    filled, the same with every sell filled)}; ``positions`` gets the new
-    order's market when it has no resting order."""
+    the corners of its fills replayed fill by fill through ``trade``, in
+    order-id order, after the new order: {market id: distinct (size, entry,
+    cash) of every buy filled, every sell, none, and (orders on both sides)
+    all}; ``positions`` gets the new order's market when it has none."""
     from exchange.perps import _FLAT, BUY, trade
     from exchange.types import FEE_SCALE
     by_market: dict = {}
@@ -257,16 +257,38 @@ def _what_if_by_replay(perps, account, positions, order, replacing) -> dict:
         m = perps._perp_info[mid][0]
         lot = m.lot_size
         sides = []
-        for direction in (BUY, 1):
+        buys, sells = by_market[mid]
+        for orders in (buys, sells, [], sorted(buys + sells, key=lambda o: o.id) if buys and sells else None):
+            if orders is None:
+                continue
             size, entry, _ = positions.get(mid, _FLAT)
             cash = 0
-            step = lot if direction == BUY else -lot
-            for o in by_market[mid][direction]:
+            for o in orders:
+                step = lot if o.side == BUY else -lot
                 size, entry, realized = trade(size, entry, o.remaining * step, o.price * o.remaining, o.price, lot)
                 cash += realized - o.reserved
-            sides.append((size, entry, cash))
+            if (size, entry, cash) not in sides:
+                sides.append((size, entry, cash))
         out[mid] = tuple(sides)
     return out
+
+
+def _by_side(perps, account, mid, positions, replacing) -> tuple:
+    """(all buys filled, all sells filled) of one market, by replay."""
+    from exchange.perps import _FLAT, BUY, trade
+    lot = perps._perp_info[mid][0].lot_size
+    out = []
+    for direction in (BUY, 1):
+        size, entry, _ = positions.get(mid, _FLAT)
+        cash = 0
+        for oid in sorted(account.open_orders):
+            o = account.open_orders[oid]
+            if o.market == mid and o.side == direction and o is not replacing:
+                step = lot if direction == BUY else -lot
+                size, entry, realized = trade(size, entry, o.remaining * step, o.price * o.remaining, o.price, lot)
+                cash += realized - o.reserved
+        out.append((size, entry, cash))
+    return tuple(out)
 
 
 class _Resting:
@@ -324,16 +346,17 @@ def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, rep
         got_positions, got_balances = dict(positions), {"x": 1}
         choices = perps._what_if(account, got_positions, got_balances, order, replacing)
         cash = new_cash
-        for mid, (buys, sells) in want.items():
+        for mid, sides in want.items():
             owed = want_positions.get(mid, (0, 0, 0))[2]
-            if priced and buys != sells:
-                assert (mid, owed, buys, sells) in choices and mid not in got_positions
-            else:  # the larger position (ties: BUY)
+            if priced and len(sides) > 1:
+                assert (mid, owed, sides) in choices and mid not in got_positions
+            else:  # the side of the larger position (ties: BUY), buys and sells only
+                buys, sells = _by_side(perps, account, mid, want_positions, replacing)
                 size, entry, side_cash = sells if abs(sells[0]) > abs(buys[0]) else buys
                 assert got_positions[mid] == (size, entry, owed)
                 cash += side_cash
         assert priced or choices == []
-        assert len(choices) == sum(1 for sides in want.values() if priced and sides[0] != sides[1])
+        assert len(choices) == sum(1 for sides in want.values() if priced and len(sides) > 1)
         assert got_balances == ({"x": 1, quote: cash} if cash else {"x": 1})
         for mid, value in want_positions.items():
             if mid not in want:
@@ -476,9 +499,9 @@ def test_the_check_counts_the_worst_combination_of_sides(config, orders):
         by_asset = {ids[perps._perp_info[mid][1]]: mid for mid in sides}
         options = []
         fixed = []
-        for asset, mark, owed, one, other in portfolio.choices:
-            assert {one, other} == set(sides[by_asset[asset]])
-            options.append([(asset, mark, owed, s) for s in (one, other)])
+        for asset, mark, owed, choice in portfolio.choices:
+            assert set(choice) == set(sides[by_asset[asset]])
+            options.append([(asset, mark, owed, s) for s in choice])
         for asset, size, entry, mark, owed in portfolio.perps:
             fixed.append((asset, size, entry, mark, owed))
         worst = None
@@ -514,13 +537,13 @@ def test_the_worst_combination_and_its_bound(case, rho, choices):
     m = model(rho)
     prices = {**prices, WETH: prices.get(WETH, 3000 * USD), WBTC: prices.get(WBTC, 60_000 * USD), USDC: USD}
     marks = {WETH: prices[WETH] + 7, WBTC: prices[WBTC] - 11}
-    listed = [(a, marks[a], 5, one, other) for a, one, other in choices]
+    listed = [(a, marks[a], 5, (one, other)) for a, one, other in choices]
     with_choices = Portfolio(p.balances, p.perps, p.lent, p.borrowed, listed)
     figures = []
-    for combo in product(*[(one, other) for _, _, _, one, other in listed]):
+    for combo in product(*[sides for _, _, _, sides in listed]):
         balances = dict(p.balances)
         perps = list(p.perps)
-        for (a, mark, owed, _, _), (size, entry, cash) in zip(listed, combo):
+        for (a, mark, owed, _), (size, entry, cash) in zip(listed, combo):
             perps.append((a, size, entry, mark, owed))
             balances[USDC] = balances.get(USDC, 0) + cash
         figures.append(m.evaluate(Portfolio(balances, perps, p.lent, p.borrowed), prices).available_open)

@@ -562,3 +562,21 @@ def test_resting_orders_count_on_the_side_that_leaves_the_lower_margin(perp, con
     # whichever side fills.
     place(e, E, Side.SELL, px(2990), ETH // 10)
     assert 0 <= e.margin(E, CTX.timestamp, assume_orders=True).available_open < 200 * USD
+
+
+def test_orders_resting_on_both_sides_count_as_unfilled_too(perp, config):
+    """Orders far from the mark on both sides each 'fill' at a profit; none of
+    them filling must count too, or they cover a position the collateral
+    cannot, and cancelling them all leaves it bare (found by a review of the
+    worse-side fix: 200 USDC opened 20 ETH)."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 200 * USD), CTX)
+    place(e, E, Side.BUY, px(1900), 40 * ETH)
+    place(e, E, Side.SELL, px(4100), 40 * ETH)
+    place(e, BOB, Side.SELL, px(3000), 20 * ETH)
+    digest = e.state_digest()
+    with pytest.raises(ex.ExchangeError) as err:
+        place(e, E, Side.BUY, px(3000), 20 * ETH)
+    assert err.value.reason == R.INSUFFICIENT_MARGIN and e.state_digest() == digest
+    assert e.margin(E, CTX.timestamp, assume_orders=True).available_open == 200 * USD  # none filled: no loss
