@@ -446,18 +446,22 @@ class RiskModel:
         equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
         params = self._p
         options = []
+        lowest = 0  # the sum of each choice's lowest value
         for asset, mark, owed, sides in portfolio.choices:
             scale = params[asset][0]
-            options.append(tuple((asset, side[0], side[0] * mark // scale - side[1] - owed + side[2], side)
-                                 for side in sides))
+            option = [(asset, side[0], side[0] * mark // scale - side[1] - owed + side[2], side) for side in sides]
+            options.append(option)
+            least = option[0][2]
+            for entry in option:
+                if entry[2] < least:
+                    least = entry[2]
+            lowest += least
         if floor is not None:
-            low = equity - deductions + sum(min(value for _, _, value, _ in option) for option in options)
-            low -= self._loss_cap(delta, options, prices, shock_at, widened_at)
+            low = equity - deductions + lowest - self._loss_cap(delta, options, prices, shock_at, widened_at)
             if low >= floor:
                 return low, None
         if len(options) > EXACT_CHOICES:
-            e = equity + sum(min(value for _, _, value, _ in option) for option in options)
-            return e - deductions - self._loss_bound(delta, options, prices, widened_at), None
+            return equity + lowest - deductions - self._loss_bound(delta, options, prices, widened_at), None
         base = equity - deductions
         loss = self._loss
         best = None
@@ -501,14 +505,21 @@ class RiskModel:
         sqrt(e^T R e) with |rho| <= 1, at most sum |e_u|)."""
         params = self._p
         largest = {a: abs(d) for a, d in delta.items()}
-        seen = set()
+        seen = []
         for option in options:
             asset = option[0][0]
             if asset in seen:  # two perp markets on one underlying: the term-by-term bound
                 return self._loss_bound(delta, options, prices, widened_at)
-            seen.add(asset)
+            seen.append(asset)
             base = delta.get(asset, 0)
-            largest[asset] = max(abs(base + size) for _, size, _, _ in option)
+            x = 0
+            for entry in option:
+                y = base + entry[1]
+                if y < 0:
+                    y = -y
+                if y > x:
+                    x = y
+            largest[asset] = x
         cap = 0
         for a, x in largest.items():
             pa = params[a]
