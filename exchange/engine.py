@@ -423,15 +423,17 @@ class Engine:
     def portfolio(self, account: bytes, now: int | None = None, assume_orders: bool = False):
         """The account's risk.Portfolio (spot balances free + held, perp positions
         at mark with pending funding, loans at ``now``); with ``assume_orders``
-        its open perp orders filled as the pre-trade check assumes: per market
-        the side of the combination that leaves the lowest opening-level
-        available margin (risk.RiskModel._worst), settled into positions."""
+        its open perp orders as the pre-trade check counts them: each market's
+        position at the size, within what its orders could make it, that
+        leaves the lowest opening-level available margin, valued with the
+        orders' losses and fees but not their profits (risk.RiskModel._worst,
+        settled into plain positions)."""
         a = self._accounts.get(account) or Account(account, self._n_assets, 0)
         perps = self._perps
         portfolio, prices = perps.portfolio_of(a, self._now if now is None else now, None, None, assume_orders)
         if portfolio.choices:
             model = perps.risk_model()
-            portfolio = model._concrete(portfolio, model._worst(portfolio, prices, 1, 5)[1])
+            portfolio = model._concrete(portfolio, model._worst(portfolio, prices, 1, 5)[1], prices)
         portfolio.balances = {asset: amount for asset, amount in portfolio.balances.items() if amount}
         return portfolio
 

@@ -82,6 +82,7 @@ from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
+_NO_SUMS = (0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -361,8 +362,8 @@ class PerpClearing(SpotClearing):
 
     def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None) -> None:
         """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
-        (its worst fee paid), with the account's other open perp orders filled
-        on the sides that leave the lowest margin, leaves opening-level
+        (its worst fee paid), with the account's other open perp orders filling
+        or not, their profits not counted (``_what_if``), leaves opening-level
         available margin >= 0.
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
@@ -446,12 +447,10 @@ class PerpClearing(SpotClearing):
         is there. With ``order = (market, side, price, lots)`` (and for the
         margin check generally) the what-if of the pre-trade check: the order
         filled in full at its price paying its worst fee, and every other
-        open perp order of the account (``replacing`` excluded) filled at its
-        price, all buys or all sells per market, the side being the one that
-        leaves the lower available margin: such markets come as
-        ``Portfolio.choices`` and the risk model takes the worst combination
-        (``_what_if``, ``RiskModel._worst``); realized PnL and fees land in
-        the quote balance.
+        open perp order of the account (``replacing`` excluded) filling or
+        not: such markets come as ``Portfolio.choices`` (a value without the
+        orders' profits, a size range) and the risk model takes the worst
+        (``_what_if``, ``RiskModel._worst``).
 
         ``margin_only``: the lending terms in ``LendingClearing.margin_terms``'
         form, for callers that read available-margin figures alone (the
@@ -503,7 +502,8 @@ class PerpClearing(SpotClearing):
                     mark = sorted((mark, mid_price, last))[1]
                 perps.append((base_id, size, entry, mark, owed))
         if choices:
-            choices = [(self._perp_info[mid][2], self._mark(mid), owed, sides) for mid, owed, sides in choices]
+            info = self._perp_info
+            choices = [(info[mid][2], value, low, high) for mid, owed, value, low, high in choices]
         if account.loans:
             if margin_only:
                 lent, borrowed = engine.lending.margin_terms(account, now)
@@ -550,47 +550,43 @@ class PerpClearing(SpotClearing):
 
     def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> list:
         """The open-orders part of ``portfolio_of`` (see its docstring); returns
-        the markets whose fills are a choice, ``[(market id, funding owed,
-        sides)]`` by market id, each side a corner of the fills as (size, entry
-        value, cash): all buys, all sells, none, and all of both (by order id)
-        when it rests orders on both sides; those markets are left out of
-        ``positions``.
+        ``[(market id, funding owed, value, low size, high size)]`` by market
+        id for the markets whose underlying has an oracle price and whose
+        quote is the model's (left out of ``positions``).
 
-        Per market with resting orders the candidates are the corners of its
-        fills, after the new order: all its buys, all its sells, none of them,
-        and all of both sides (the margin is concave in the filled fractions,
-        so its lowest point over any partial fills is one of these). A side whose every fill grows the
-        position (flat or already on that side) comes from the account's
-        resting sums (``Account.resting``: lots, price x lots, held fees): no
-        PnL is realized and the order of the fills does not matter; a side
-        that shrinks it is replayed through ``trade`` by order id. Which corner
-        counts is the one that leaves the lowest available margin, across
-        markets jointly: the risk model decides (``Portfolio.choices``,
-        ``RiskModel._worst``). Only a market whose quote is not the model's,
-        or whose underlying has no oracle price, keeps the side that leaves
-        the larger position (ties: BUY) - the cash of the other could not be
-        counted exactly. Before, every market kept that side, and an
-        in-the-money resting order on the larger side covered an order on the
-        other side that the account could then leave alone by cancelling it
-        (found by review); and with orders resting on both sides, "none fills"
-        was never counted, so orders far from the mark on both sides covered
-        any position, and cancelling them all left it uncovered (found by a
-        review of that fix)."""
+        The new order fills (its worst fee paid); each resting order may fill
+        or not, in part or in full - the account does not choose, and a
+        cancel is never checked. So a market's position counts at a value
+        and a size range: marked to market, a fill of q lots at price p moves
+        the position's value by exactly p*q less the mark value of its base
+        units for a sell (the opposite for a buy), less its fee, up to a unit
+        of rounding (the floor of the mark value; a fill is at least a lot);
+        ``value`` is the position's value now plus every fill's loss against
+        the mark, never its profit, less every held fee and a unit per lot -
+        at or below the value after any of its fills (tests/exchange/
+        test_fast_checks.py replays the corners) - and the size runs from
+        every sell filled to every buy filled (the loss is convex in it: its
+        worst is at an end; RiskModel._worst takes the worst over the
+        markets). The losses need the orders themselves only when the book's
+        best bid is above the mark or its best ask below it (every order of
+        the account is at or behind the best); otherwise the resting sums
+        (``Account.resting``) give it all. Before, resting orders were counted
+        filled at their prices on one side per market - the side of the
+        larger position - and an in-the-money order (a buy far below the
+        mark) covered an under-margined one the trader then kept alone by
+        cancelling it (found by review, and in two more forms by a review of
+        the first fix).
+
+        A market whose underlying has no oracle price or another quote keeps
+        the old rule, exactly: the new order filled, then the side (all buys
+        or all sells) that leaves the larger position (ties: BUY), from the
+        sums where every fill grows it and a replay by order id otherwise."""
         resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
         ids = self.engine._asset_ids
-        if order is not None:
-            # the new order fills first, in both directions, paying its worst fee
+        new = None
+        if order is not None:  # (market id, side, price, lots, its worst fee)
             m, side, price, lots = order
-            mid = m.id
-            lot = m.lot_size
-            size, entry, owed = positions.get(mid, _FLAT)
-            size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
-                                          price * lots, price, lot)
-            positions[mid] = (size, entry, owed)
-            cash = realized + (price * lots * m.max_fee // -FEE_SCALE)
-            if cash:
-                quote = ids[m.quote]
-                balances[quote] = balances.get(quote, 0) + cash
+            new = (m.id, side, price, lots, -(price * lots * m.max_fee // -FEE_SCALE))
         if replacing is not None:
             # a modified order's old self is out of the what-if
             mid = replacing.market
@@ -607,11 +603,46 @@ class PerpClearing(SpotClearing):
         quote_id = self.risk_model().quote
         oracle = self.oracle.prices
         choices = []
+        if new is not None and new[0] not in resting:
+            resting = dict(resting)
+            resting[new[0]] = _NO_SUMS
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
-            m = info[mid][0]
+            m, base, base_id, _, one = info[mid]
             lot = m.lot_size
             size, entry, owed = positions.get(mid, _FLAT)
             bought, buy_notional, buy_held, sold, sell_notional, sell_held = sums
+            quote = ids[m.quote]
+            if quote == quote_id and oracle[base]:
+                # Mark to market: each fill moves the position's value by its
+                # price against the mark (less its fee, less a unit of rounding
+                # per lot); a profit is never counted (the order may never
+                # fill, and a cancel is not checked), a loss always is. The
+                # exposure runs from every sell filled to every buy filled.
+                mark = self._mark(mid)
+                worth = lot * mark  # of one lot, times ``one``
+                value = size * mark // one - entry - owed
+                losses = 0  # sum of lots x (price against the mark), times ``one``, where negative
+                if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
+                    _, side, price, lots, fee = new
+                    against = lots * (worth - price * one) if side == BUY else lots * (price * one - worth)
+                    if against < 0:
+                        losses += against
+                    value -= fee + lots
+                    size += lots * lot if side == BUY else -lots * lot
+                if bought and (m.book.bids.best or 0) * one > worth:
+                    losses += self._losses(account, mid, BUY, replacing, worth, one)
+                if sold and (m.book.asks.best if m.book.asks.best is not None else worth) * one < worth:
+                    losses += self._losses(account, mid, 1, replacing, worth, one)
+                value += losses // one - buy_held - sell_held - bought - sold
+                positions.pop(mid, None)
+                choices.append((mid, owed, value, size - sold * lot, size + bought * lot))
+                continue
+            cash = 0
+            if new is not None and new[0] == mid:  # (no oracle price / another quote) the order fills first
+                _, side, price, lots, fee = new
+                size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
+                                              price * lots, price, lot)
+                cash = realized - fee
             if not bought:
                 buys = (size, entry, 0)
             elif size >= 0:  # every fill grows the long: nothing realized
@@ -624,29 +655,26 @@ class PerpClearing(SpotClearing):
                 sells = (size - sold * lot, entry - sell_notional, -sell_held)
             else:
                 sells = self._replay(account, mid, 1, replacing, size, entry, 0, -lot)
-            quote = ids[m.quote]
-            if quote == quote_id and oracle[m.base]:
-                # the corners of the fills: buys, sells, none, and (orders on both
-                # sides) all of them, in order-id order
-                sides = [buys]
-                for side in (sells, (size, entry, 0)):
-                    if side not in sides:
-                        sides.append(side)
-                if bought and sold:
-                    both = self._replay(account, mid, None, replacing, size, entry, 0, lot)
-                    if both not in sides:
-                        sides.append(both)
-                if len(sides) > 1:
-                    positions.pop(mid, None)
-                    choices.append((mid, owed, tuple(sides)))
-                    continue
-            size, entry, cash = sells if abs(sells[0]) > abs(buys[0]) else buys
+            size, entry, side_cash = sells if abs(sells[0]) > abs(buys[0]) else buys
             positions[mid] = (size, entry, owed)
+            cash += side_cash
             if cash:
                 balances[quote] = balances.get(quote, 0) + cash
         if len(choices) > 1:
             choices.sort()
         return choices
+
+    def _losses(self, account, mid: int, side: int, replacing, worth: int, one: int) -> int:
+        """Sum over ``side``'s resting orders on ``mid`` of lots x (price against
+        the mark), times ``one``, where that is negative (a buy above the mark,
+        a sell below it)."""
+        total = 0
+        for o in account.open_orders.values():
+            if o.market == mid and o.side == side and o is not replacing:
+                against = worth - o.price * one if side == BUY else o.price * one - worth
+                if against < 0:
+                    total += o.remaining * against
+        return total
 
     def _replay(self, account, mid: int, side: int, replacing, size: int, entry: int, cash: int,
                 step: int) -> tuple[int, int, int]:

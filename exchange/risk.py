@@ -93,9 +93,9 @@ class Portfolio:
               mark per whole token, funding owed in quote units (+ the account pays)
     lent      [(asset, amount now)]      principal + interest earned so far
     borrowed  [(asset, owed now, interest to term)]
-    choices   [(asset, mark, funding owed, sides)]  a perp position that is
-              one of ``sides`` (size, entry_value, quote cash): the open
-              orders' what-if, see RiskModel._worst
+    choices   [(asset, value, low, high)]  a perp position with open orders:
+              its value in quote units and its size anywhere from low to
+              high (the open orders' what-if, see RiskModel._worst)
     """
 
     __slots__ = ("balances", "perps", "lent", "borrowed", "choices")
@@ -105,10 +105,10 @@ class Portfolio:
         self.perps = perps
         self.lent = lent
         self.borrowed = borrowed
-        # Perp positions of which one of several counts, the one that leaves
-        # the lowest available margin (jointly over all of them):
-        # [(asset, mark, funding owed, ((size, entry, cash), ...))], the cash in
-        # the quote asset (perps.PerpClearing._what_if: the corners of the fills)
+        # Perp positions with open orders: a known value (the orders' profits
+        # left out, their losses and fees in) and a size anywhere in a range
+        # (any of the orders may fill): [(asset, value, low size, high size)]
+        # (perps.PerpClearing._what_if; RiskModel._worst takes the worst)
         self.choices = choices
 
     def __repr__(self) -> str:
@@ -247,8 +247,8 @@ class RiskModel:
         with the lower equity each, its opening figure lowered to ``_worst``'s
         bound."""
         if portfolio.choices:
-            available, combo = self._worst(portfolio, prices, 1, 5)
-            margin = self.evaluate(self._concrete(portfolio, combo), prices)
+            available, corner = self._worst(portfolio, prices, 1, 5)
+            margin = self.evaluate(self._concrete(portfolio, corner, prices), prices)
             return margin if margin.available_open == available else margin._replace(available_open=available)
         quote = self.quote
         params = self._p
@@ -431,95 +431,70 @@ class RiskModel:
         return equity, deductions, delta
 
     def _worst(self, portfolio: Portfolio, prices, shock_at: int, widened_at: int, floor=None) -> tuple:
-        """``(available, combination)`` of a portfolio with ``choices``: the
-        lowest available margin over every combination of their sides (the
-        risk of open orders on both sides of several markets: which fill is
-        not the account's to choose), each side's entry ``(asset, size,
-        value, choice)`` with ``value = size * mark // 10**d - entry - owed +
-        cash``; by exact enumeration up to ``EXACT_CHOICES`` choices (2**k
-        evaluations of the loss, first of equal minima kept), past that a
-        lower bound (``combination`` None): each choice's lower value, and the
-        loss bounded above term by term (the larger square per underlying,
-        the larger cross term per pair, over the candidates). With a
-        ``floor``, first a cheaper bound (``_loss_cap``): when it is at or
-        above the floor, it answers (combination None)."""
+        """``(available, corner)`` of a portfolio with ``choices`` - perp
+        positions whose value is known (``value``, its open orders' profits
+        left out, their losses in) and whose size lies anywhere from ``low``
+        to ``high`` (any of its open orders may fill): the lowest available
+        margin over all of them. The loss is convex in the sizes, so its
+        largest value is at a corner of the box; by exact enumeration of the
+        corners up to ``EXACT_CHOICES`` choices (2**k losses, the first of
+        equal maxima kept), past that an upper bound of the loss
+        (``_loss_bound``, corner None). With a ``floor``, first a cheaper
+        bound (``_loss_cap``): at or above the floor, it answers (corner
+        None)."""
         equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
-        params = self._p
-        options = []
-        lowest = 0  # the sum of each choice's lowest value
-        for asset, mark, owed, sides in portfolio.choices:
-            scale = params[asset][0]
-            option = [(asset, side[0], side[0] * mark // scale - side[1] - owed + side[2], side) for side in sides]
-            options.append(option)
-            least = option[0][2]
-            for entry in option:
-                if entry[2] < least:
-                    least = entry[2]
-            lowest += least
-        if floor is not None:
-            low = equity - deductions + lowest - self._loss_cap(delta, options, prices, shock_at, widened_at)
-            if low >= floor:
-                return low, None
-        if len(options) > EXACT_CHOICES:
-            return equity + lowest - deductions - self._loss_bound(delta, options, prices, widened_at), None
         base = equity - deductions
+        options = []
+        for asset, value, low, high in portfolio.choices:
+            base += value
+            options.append((asset, low, high))
+        if floor is not None:
+            low_bound = base - self._loss_cap(delta, options, prices, shock_at, widened_at)
+            if low_bound >= floor:
+                return low_bound, None
+        if len(options) > EXACT_CHOICES:
+            return base - self._loss_bound(delta, options, prices, widened_at), None
         loss = self._loss
-        best = None
         get = delta.get
         d = dict(delta)
-        for combo in product(*options):
-            e = base
-            for asset, _, _, _ in combo:
+        worst = None
+        for corner in product(*[(low, high) if low != high else (low,) for _, low, high in options]):
+            for asset, _, _ in options:
                 d[asset] = get(asset, 0)
-            for asset, size, value, _ in combo:
-                e += value
+            for (asset, _, _), size in zip(options, corner):
                 d[asset] += size
-            available = e - loss(d, prices, shock_at, widened_at)
-            if best is None or available < best[0]:
-                best = (available, combo)
-        return best
+            x = loss(d, prices, shock_at, widened_at)
+            if worst is None or x > worst[0]:
+                worst = (x, corner)
+        return base - worst[0], worst[1]
 
-    def _concrete(self, portfolio: Portfolio, combo) -> Portfolio:
-        """``portfolio`` with its choices settled: ``combo``'s sides (None:
-        each choice's side of lower value), as plain positions and quote cash."""
-        balances = dict(portfolio.balances)
+    def _concrete(self, portfolio: Portfolio, corner, prices) -> Portfolio:
+        """``portfolio`` with its choices settled as plain perp positions at
+        ``corner``'s sizes (None: the size of larger magnitude), valued at the
+        price (their entry value set so that each one's value is its choice's)."""
         perps = list(portfolio.perps)
-        quote = self.quote
         params = self._p
-        for i, (asset, mark, owed, sides) in enumerate(portfolio.choices):
-            if combo is not None:
-                size, entry, cash = combo[i][3]
-            else:
-                scale = params[asset][0]
-                size, entry, cash = min(sides, key=lambda s: s[0] * mark // scale - s[1] + s[2])
-            if size or entry or owed:
-                perps.append((asset, size, entry, mark, owed))
-            if cash:
-                balances[quote] = balances.get(quote, 0) + cash
-        return Portfolio(balances, perps, portfolio.lent, portfolio.borrowed)
+        for i, (asset, value, low, high) in enumerate(portfolio.choices):
+            size = corner[i] if corner is not None else (low if abs(low) > abs(high) else high)
+            price = prices[asset]
+            perps.append((asset, size, size * price // params[asset][0] - value, price, 0))
+        return Portfolio(portfolio.balances, perps, portfolio.lent, portfolio.borrowed)
 
     def _loss_cap(self, delta: dict, options: list, prices, shock_at: int, widened_at: int) -> int:
-        """A cheap upper bound of ``_loss`` over every combination of the
-        options' sizes added to ``delta``: the sum over underlyings of each
-        one's single-underlying loss at its largest |exposure| (the loss is
+        """A cheap upper bound of ``_loss`` over every size in the options'
+        ranges added to ``delta``: the sum over underlyings of each one's
+        single-underlying loss at its largest |exposure| (the loss is
         sqrt(e^T R e) with |rho| <= 1, at most sum |e_u|)."""
         params = self._p
         largest = {a: abs(d) for a, d in delta.items()}
         seen = []
-        for option in options:
-            asset = option[0][0]
+        for asset, low, high in options:
             if asset in seen:  # two perp markets on one underlying: the term-by-term bound
                 return self._loss_bound(delta, options, prices, widened_at)
             seen.append(asset)
             base = delta.get(asset, 0)
-            x = 0
-            for entry in option:
-                y = base + entry[1]
-                if y < 0:
-                    y = -y
-                if y > x:
-                    x = y
-            largest[asset] = x
+            a, b = abs(base + low), abs(base + high)
+            largest[asset] = a if a > b else b
         cap = 0
         for a, x in largest.items():
             pa = params[a]
@@ -529,13 +504,13 @@ class RiskModel:
         return cap
 
     def _loss_bound(self, delta: dict, options: list, prices, widened_at: int) -> int:
-        """An upper bound of ``_loss`` over every combination of the options'
-        sizes added to ``delta`` (``_worst`` past ``EXACT_CHOICES``)."""
+        """An upper bound of ``_loss`` over every corner of the options' size
+        ranges added to ``delta`` (the loss is convex: its maximum over the
+        ranges is at a corner); ``_worst`` past ``EXACT_CHOICES``."""
         candidates = {a: [d] for a, d in delta.items()}
-        for option in options:
-            asset = option[0][0]
+        for asset, low, high in options:
             base = candidates.get(asset, [0])
-            candidates[asset] = [b + size for b in base for _, size, _, _ in option]
+            candidates[asset] = [b + size for b in base for size in (low, high)]
         params = self._p
         o = {a: [x * prices[a] * params[a][widened_at] for x in xs] for a, xs in candidates.items()}
         q = PPM * sum(max(v * v for v in vs) for vs in o.values())

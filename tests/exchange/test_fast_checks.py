@@ -312,11 +312,12 @@ _ORDER = st.tuples(st.integers(0, 1), st.integers(0, 1), st.integers(-40, 40), s
                                               min_size=2, max_size=2),
        st.one_of(st.none(), _ORDER), st.integers(-1, 7), st.permutations(range(8)))
 def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, replaced, ids):
-    """Sums where every fill grows the position, the fill-by-fill replay
-    where some close it (PnL realized with per-fill rounding): the same
-    sides (each with its cash) as replaying both directions of every market;
-    a market whose two sides differ is a choice once its underlying has an
-    oracle price, else it keeps the side of the larger position."""
+    """Without an oracle price a market keeps the side of the larger position
+    (ties: BUY), from the sums where every fill grows the position and the
+    fill-by-fill replay where some close it: the same positions and cash as
+    replaying. With one, each market is a range of sizes (every sell filled
+    to every buy filled) at a value at or below every corner's replayed
+    value (none, all buys, all sells, all of both), profits left out."""
     e = ex.Engine(config)
     perps = e._perps
     mids = sorted(perps.markets)
@@ -339,28 +340,39 @@ def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, rep
     want = _what_if_by_replay(perps, account, want_positions, order, replacing)
     new_cash = want.pop("new cash", 0)
     quote = e._asset_ids[0]
-    for priced in (False, True):  # without oracle prices every market keeps the larger side
-        if priced:
-            e.apply(ex.SetOraclePrice(config.oracle, 1, 3000 * USD), CTX)
-            e.apply(ex.SetOraclePrice(config.oracle, 2, 60_000 * USD), CTX)
-        got_positions, got_balances = dict(positions), {"x": 1}
-        choices = perps._what_if(account, got_positions, got_balances, order, replacing)
-        cash = new_cash
-        for mid, sides in want.items():
-            owed = want_positions.get(mid, (0, 0, 0))[2]
-            if priced and len(sides) > 1:
-                assert (mid, owed, sides) in choices and mid not in got_positions
-            else:  # the side of the larger position (ties: BUY), buys and sells only
-                buys, sells = _by_side(perps, account, mid, want_positions, replacing)
-                size, entry, side_cash = sells if abs(sells[0]) > abs(buys[0]) else buys
-                assert got_positions[mid] == (size, entry, owed)
-                cash += side_cash
-        assert priced or choices == []
-        assert len(choices) == sum(1 for sides in want.values() if priced and len(sides) > 1)
-        assert got_balances == ({"x": 1, quote: cash} if cash else {"x": 1})
-        for mid, value in want_positions.items():
-            if mid not in want:
-                assert got_positions[mid] == value
+    # unpriced: the larger side, exactly
+    got_positions, got_balances = dict(positions), {"x": 1}
+    assert perps._what_if(account, got_positions, got_balances, order, replacing) == []
+    cash = new_cash
+    for mid in want:
+        owed = want_positions.get(mid, (0, 0, 0))[2]
+        buys, sells = _by_side(perps, account, mid, want_positions, replacing)
+        size, entry, side_cash = sells if abs(sells[0]) > abs(buys[0]) else buys
+        assert got_positions[mid] == (size, entry, owed)
+        cash += side_cash
+    assert got_balances == ({"x": 1, quote: cash} if cash else {"x": 1})
+    # priced: the orders on the book (its best prices are what the what-if reads)
+    e.apply(ex.SetOraclePrice(config.oracle, 1, 3000 * USD), CTX)
+    e.apply(ex.SetOraclePrice(config.oracle, 2, 60_000 * USD), CTX)
+    for mid in mids:
+        book = perps._perp_info[mid][0].book
+        mine = [o for o in resting.values() if o.market == mid and o is not replacing]
+        book.bids.best = max((o.price for o in mine if o.side == ex.Side.BUY), default=None)
+        book.asks.best = min((o.price for o in mine if o.side != ex.Side.BUY), default=None)
+    got_positions, got_balances = dict(positions), {"x": 1}
+    choices = {c[0]: c[1:] for c in perps._what_if(account, got_positions, got_balances, order, replacing)}
+    assert got_balances == {"x": 1}
+    if order is not None and order[0].id not in want:
+        want[order[0].id] = ((*want_positions[order[0].id][:2], new_cash),)
+    elif order is not None:  # the reference's corners start from the new order's fill; its cash joins them
+        want[order[0].id] = tuple((size, entry, c + new_cash) for size, entry, c in want[order[0].id])
+    assert sorted(choices) == sorted(want)
+    for mid, corners in want.items():
+        owed, value, low, high = choices[mid]
+        mark, one = perps._mark(mid), perps._perp_info[mid][4]
+        assert (low, high) == (min(c[0] for c in corners), max(c[0] for c in corners))
+        assert value <= min(size * mark // one - entry - owed + c for size, entry, c in corners)
+        assert mid not in got_positions
 
 
 # ---- Account.resting: the resting perp orders' sums, kept as orders change ----
@@ -464,9 +476,11 @@ _TWO_SIDED = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.sampled
 @given(_TWO_SIDED)
 def test_the_check_counts_the_worst_combination_of_sides(config, orders):
     """Traders with positions and resting orders on both perps: the check's
-    figure (and the views') is the lowest opening-level available margin over
-    every combination of sides - each side replayed fill by fill, each
-    combination evaluated as a plain portfolio by the full evaluate."""
+    figure (and the views') is at or below the opening-level available margin
+    of every combination of corners of the fills (none, all buys, all sells,
+    all of both, each replayed fill by fill and evaluated as a plain
+    portfolio by the full evaluate); the check's answer is that figure when
+    below zero, a bound between zero and it above."""
     from itertools import product
 
     e = ex.Engine(config)
@@ -493,42 +507,38 @@ def test_the_check_counts_the_worst_combination_of_sides(config, orders):
         a = e._accounts[who]
         portfolio, prices = perps.portfolio_of(a, CTX.timestamp, None, None, True, True)
         got = perps._available(model, portfolio, prices, exact=True)
-        check = perps._available(model, portfolio, prices)  # "at least zero?": exact below, a bound above
+        check = perps._available(model, portfolio, prices)
         positions = {mid: (p.size, p.entry_value, 0) for mid, p in a.positions.items() if p.size}  # no funding yet
-        sides = _what_if_by_replay(perps, a, dict(positions), None, None)
-        by_asset = {ids[perps._perp_info[mid][1]]: mid for mid in sides}
-        options = []
-        fixed = []
-        for asset, mark, owed, choice in portfolio.choices:
-            assert set(choice) == set(sides[by_asset[asset]])
-            options.append([(asset, mark, owed, s) for s in choice])
-        for asset, size, entry, mark, owed in portfolio.perps:
-            fixed.append((asset, size, entry, mark, owed))
+        corners = _what_if_by_replay(perps, a, dict(positions), None, None)
+        assert sorted(ids[perps._perp_info[mid][1]] for mid in corners) == sorted(c[0] for c in portfolio.choices)
+        fixed = list(portfolio.perps)
         worst = None
-        for combo in product(*options):
+        for combo in product(*[[(mid, c) for c in cs] for mid, cs in sorted(corners.items())]):
             balances = dict(portfolio.balances)
             perps_list = list(fixed)
-            for asset, mark, owed, (size, entry, cash) in combo:
-                perps_list.append((asset, size, entry, mark, owed))
+            for mid, (size, entry, cash) in combo:
+                perps_list.append((ids[perps._perp_info[mid][1]], size, entry, perps._mark(mid), 0))
                 balances[0] = balances.get(0, 0) + cash
             figure = model.evaluate(Portfolio(balances, perps_list, portfolio.lent, portfolio.borrowed),
                                     prices).available_open
             worst = figure if worst is None else min(worst, figure)
-        assert got == worst
-        assert check == worst if worst < 0 else 0 <= check <= worst
-        assert e.margin(who, CTX.timestamp, assume_orders=True).available_open == worst
+        if worst is not None:
+            assert got <= worst
+        assert check == got if got < 0 else 0 <= check <= got
+        assert e.margin(who, CTX.timestamp, assume_orders=True).available_open == got
 
 
-_SIDE = st.tuples(st.integers(-5 * 10**18, 5 * 10**18), st.integers(-20_000 * USD, 20_000 * USD),
-                  st.integers(-2_000 * USD, 0))
+_CHOICE = st.tuples(st.sampled_from([WETH, WBTC]), st.integers(-10**11, 10**11),
+                    st.integers(-5 * 10**18, 5 * 10**18), st.integers(0, 5 * 10**18))
 
 
 @settings(max_examples=150, deadline=None)
-@given(portfolios(), RHOS, st.lists(st.tuples(st.sampled_from([WETH, WBTC]), _SIDE, _SIDE), min_size=1, max_size=6))
+@given(portfolios(), RHOS, st.lists(_CHOICE, min_size=1, max_size=6))
 def test_the_worst_combination_and_its_bound(case, rho, choices):
     """``RiskModel._worst``: up to EXACT_CHOICES choices, the exact lowest
-    available margin over every combination (each a plain portfolio under
-    evaluate); past that, a figure at or below every combination's."""
+    available margin over every corner of the size ranges (each a plain
+    portfolio under evaluate, the position valued at the choice's value);
+    past that, a figure at or below every corner's."""
     from itertools import product
 
     from exchange.risk import EXACT_CHOICES
@@ -536,17 +546,15 @@ def test_the_worst_combination_and_its_bound(case, rho, choices):
     p, prices = case
     m = model(rho)
     prices = {**prices, WETH: prices.get(WETH, 3000 * USD), WBTC: prices.get(WBTC, 60_000 * USD), USDC: USD}
-    marks = {WETH: prices[WETH] + 7, WBTC: prices[WBTC] - 11}
-    listed = [(a, marks[a], 5, (one, other)) for a, one, other in choices]
+    scale = {WETH: 10**18, WBTC: 10**8}
+    listed = [(a, value, low, low + width) for a, value, low, width in choices]
     with_choices = Portfolio(p.balances, p.perps, p.lent, p.borrowed, listed)
     figures = []
-    for combo in product(*[sides for _, _, _, sides in listed]):
-        balances = dict(p.balances)
+    for corner in product(*[(low, high) for _, _, low, high in listed]):
         perps = list(p.perps)
-        for (a, mark, owed, _), (size, entry, cash) in zip(listed, combo):
-            perps.append((a, size, entry, mark, owed))
-            balances[USDC] = balances.get(USDC, 0) + cash
-        figures.append(m.evaluate(Portfolio(balances, perps, p.lent, p.borrowed), prices).available_open)
+        for (a, value, _, _), size in zip(listed, corner):
+            perps.append((a, size, size * prices[a] // scale[a] - value, prices[a], 0))
+        figures.append(m.evaluate(Portfolio(p.balances, perps, p.lent, p.borrowed), prices).available_open)
     got = m.available_open(with_choices, prices)
     check = m._available(with_choices, prices, 1, 5, 0)  # a check's question: exact below zero, a bound above
     assert check == got if got < 0 else 0 <= check <= min(figures)

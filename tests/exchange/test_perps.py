@@ -462,10 +462,14 @@ def test_portfolio_adapter(config):
     assert p.balances == {USDC: 10_000 * USD - fee, WETH: ETH}
     assert p.perps == [(WETH, -ETH, -3000 * USD, 3000 * USD, -36_000)]  # shorts receive
     assert list(p.lent) == [] and list(p.borrowed) == []
-    # the pre-trade view: the resting buy filled at 2900 (closes the short: +100, pays its fee)
+    # the pre-trade view: the resting buy may fill or not (the short may end anywhere
+    # from -1 to +1 ETH; with DAVE's 1 WETH, +1 is the riskier end); its profit
+    # against the mark is not counted, its fee and a unit per lot are
     p = e.portfolio(DAVE, assume_orders=True)
-    assert p.perps == [(WETH, ETH, 2900 * USD, 3000 * USD, -36_000)]
-    assert p.balances == {USDC: 10_000 * USD - fee + 100 * USD - hold, WETH: ETH}
+    [(asset, size, entry, mark, owed)] = p.perps
+    assert (asset, size) == (WETH, ETH)
+    assert size * mark // ETH - entry - owed == 36_000 - hold - 2000  # the short's value (funding received)
+    assert p.balances == {USDC: 10_000 * USD - fee, WETH: ETH}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -538,45 +542,45 @@ def test_a_withdrawal_is_checked_against_resting_perp_orders_alone(perp, config)
     assert copy.state_digest() == e.state_digest()
 
 
-def test_resting_orders_count_on_the_side_that_leaves_the_lower_margin(perp, config):
-    """A resting buy far below the mark would fill at a profit; a sell far
-    below the mark at a loss. The what-if must count the side that hurts,
-    whichever leaves the larger position: else the buy 'covers' the sell, the
-    trader cancels the buy (cancels are not checked) and a colluding account
-    takes the sell - a loss past the account's collateral, for the venue
-    (found by review: the larger position decided)."""
+def test_a_resting_orders_profit_never_covers_anything(perp, config):
+    """A resting buy far below the mark would 'fill' at a profit; it may never
+    fill, and a cancel is not checked, so the what-if counts no resting
+    order's profit - only its loss, its fee and the exposure it may add.
+    Before, that profit covered a sell far below the mark that the trader
+    then kept alone by cancelling the buy (found by review)."""
     e = perp
     E = b"\xe0" * 20
-    e.apply(ex.Deposit(E, USDC, 200 * USD), CTX)
-    result, _ = place(e, E, Side.BUY, px(1900), 2 * ETH)  # on 200 USDC: 2 x 3000 x 15 % loss, 2 x 1100 profit
+    e.apply(ex.Deposit(E, USDC, 1000 * USD), CTX)
+    result, _ = place(e, E, Side.BUY, px(1900), 2 * ETH)  # 2 x 3000 x 15 % of exposure: fits 1000
     assert result.status == ex.OrderStatus.RESTING
     digest = e.state_digest()
     with pytest.raises(ex.ExchangeError) as err:
         place(e, E, Side.SELL, px(2000), ETH)  # filled: -1,000 at once
     assert err.value.reason == R.INSUFFICIENT_MARGIN and e.state_digest() == digest
-    # The buy alone: filled it leaves 200 + 2,200 - 900 - its fee, unfilled 200 -
-    # the views count the worse, as the check does.
-    assert e.margin(E, CTX.timestamp, assume_orders=True).available_open == 200 * USD
-    assert e.portfolio(E, CTX.timestamp, assume_orders=True).perps == []
-    # A sell that costs less than the 200 passes, and the account stays above zero
-    # whichever side fills.
-    place(e, E, Side.SELL, px(2990), ETH // 10)
-    assert 0 <= e.margin(E, CTX.timestamp, assume_orders=True).available_open < 200 * USD
+    # a sell near the mark fits, and the account stays above zero whatever fills
+    place(e, E, Side.SELL, px(3010), ETH // 10)
+    assert e.margin(E, CTX.timestamp, assume_orders=True).available_open >= 0
 
 
-def test_orders_resting_on_both_sides_count_as_unfilled_too(perp, config):
-    """Orders far from the mark on both sides each 'fill' at a profit; none of
-    them filling must count too, or they cover a position the collateral
-    cannot, and cancelling them all leaves it bare (found by a review of the
-    worse-side fix: 200 USDC opened 20 ETH)."""
+def test_an_order_on_the_same_side_covers_nothing_either(perp, config):
+    """The subset case (found by a review of the corners fix): a near buy above
+    the mark and a far one below it; the far one's profit must not cover the
+    near one's loss - withdrawing the collateral, then cancelling the far buy,
+    must never leave the account under water with its orders counted."""
     e = perp
     E = b"\xe0" * 20
-    e.apply(ex.Deposit(E, USDC, 200 * USD), CTX)
-    place(e, E, Side.BUY, px(1900), 40 * ETH)
-    place(e, E, Side.SELL, px(4100), 40 * ETH)
-    place(e, BOB, Side.SELL, px(3000), 20 * ETH)
-    digest = e.state_digest()
-    with pytest.raises(ex.ExchangeError) as err:
-        place(e, E, Side.BUY, px(3000), 20 * ETH)
-    assert err.value.reason == R.INSUFFICIENT_MARGIN and e.state_digest() == digest
-    assert e.margin(E, CTX.timestamp, assume_orders=True).available_open == 200 * USD  # none filled: no loss
+    e.apply(ex.Deposit(E, USDC, 2000 * USD), CTX)
+    place(e, BOB, Side.SELL, px(3300), 10 * ETH)  # asks above the mark: a buy at 3,290 rests
+    place(e, E, Side.BUY, px(3290), ETH)
+    far = None
+    try:
+        far, _ = place(e, E, Side.BUY, px(1000), 3 * ETH)
+    except ex.ExchangeError as err:
+        assert err.reason == R.INSUFFICIENT_MARGIN
+    try:
+        e.apply(ex.Withdraw(E, USDC, free(e, E, USDC) - 10 * USD), CTX)
+    except ex.ExchangeError as err:
+        assert err.reason == R.INSUFFICIENT_MARGIN
+    if far is not None:
+        e.apply(ex.CancelOrder(E, far.order_id), CTX)
+    assert e.margin(E, CTX.timestamp, assume_orders=True).available_open >= 0
