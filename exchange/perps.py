@@ -678,18 +678,16 @@ class PerpClearing(SpotClearing):
 
     def _replay(self, account, mid: int, side: int, replacing, size: int, entry: int, cash: int,
                 step: int) -> tuple[int, int, int]:
-        """``side``'s resting orders on ``mid`` (None: both sides') filled one
-        by one, by order id, against a position they may shrink (PnL realized
-        on the way)."""
+        """``side``'s resting orders on ``mid`` filled one by one, by order id,
+        against a position they shrink (PnL realized on the way)."""
         lot = abs(step)
-        mine = [o for o in account.open_orders.values()
-                if o.market == mid and (side is None or o.side == side) and o is not replacing]
+        mine = [o for o in account.open_orders.values() if o.market == mid and o.side == side and o is not replacing]
         if len(mine) > 1:
             mine.sort(key=_order_id)
         for o in mine:
             price = o.price
             lots = o.remaining
-            size, entry, realized = trade(size, entry, lots * (lot if o.side == BUY else -lot), price * lots, price, lot)
+            size, entry, realized = trade(size, entry, lots * step, price * lots, price, lot)
             cash += realized - o.reserved
         return size, entry, cash
 
