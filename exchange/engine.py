@@ -607,7 +607,7 @@ class Engine:
         if available[asset] < hold:
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
             return self._parts["margin"].place(c, ctx, m, account, side, price, lots, asset, hold)
-        if (account.positions or account.loans) and m.kind is _SPOT:
+        if m.kind is _SPOT and (account.positions or account.loans or account.open_orders or min(available) < 0):
             # A spot trade changes a leveraged account's exposure: the portfolio
             # check (an account without positions or debt cannot go below zero).
             self._parts["margin"].check_spot_fit(m, account, side, price, lots, hold, ctx.timestamp)
@@ -825,7 +825,7 @@ class Engine:
         asset = clearing.hold_asset(m, o.side)
         if delta > account.available[asset]:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
-        if requeue and m.kind is _SPOT and (account.positions or account.loans):
+        if requeue and m.kind is _SPOT and (account.positions or account.loans or account.open_orders):
             # The modified spot order is judged as a new one would be: the
             # portfolio check of a leveraged account (found by review: a small
             # order modified into a large one went around it).

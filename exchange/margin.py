@@ -102,6 +102,16 @@ class AutoBorrowing:
             if market.clearing.__class__ is SpotClearing:
                 self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp)
                 self.checked = account
+            else:
+                # A perp order's fee hold borrowed: the loans stay (their interest to
+                # term counts) even if the order never fills, so the account must
+                # carry them unfilled too (found by review); the re-dispatch checks
+                # the order filled.
+                perps = self.engine._perps
+                portfolio, prices = perps.portfolio_of(account, ctx.timestamp, None, None, True, True)
+                unfilled = perps._available(perps.risk_model(), portfolio, prices)
+                if unfilled < 0:
+                    raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
             # Perp orders: the re-dispatch runs PerpClearing.check_order, whose
             # portfolio now holds the new loans.
             result, placed = engine._place(c, ctx)
@@ -157,17 +167,25 @@ class AutoBorrowing:
         after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if after >= 0:
             return
-        # Under water once filled: allowed only if it does not lower the margin.
+        # Under water once filled: allowed only if it does not lower the margin,
+        # with the open perp orders counted and without them (the worst corner
+        # of the orders may stay the same while the position itself gets worse;
+        # found by review).
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         if after < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
+        portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
+        bare = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
+        if bare < 0 and bare < perps._available(model, portfolio, prices, exact=True):
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
     def _leveraged(self, account) -> bool:
-        """A perp position or a debt: what can take an account below zero margin."""
-        for position in account.positions.values():
-            if position.size:
-                return True
-        return self.engine.lending.has_debt(account)
+        """A perp position, a resting perp order, a loan or a negative
+        balance: what can take an account below zero margin (the withdrawal
+        check's test; resting perp orders counted since a review found a spot
+        order of an account with only those going unchecked)."""
+        return self.engine._perps._margined(account)
 
     def _filled(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
         """Opening-level available margin of ``portfolio`` with the spot order

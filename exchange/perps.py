@@ -374,9 +374,18 @@ class PerpClearing(SpotClearing):
         if after >= 0:
             return
         if reduce_only:
+            # Under water, a reduce-only order passes if it lowers the margin
+            # neither with the open orders counted nor without them (their worst
+            # corner may stay the same while the position itself gets worse;
+            # found by review).
             portfolio, prices = self.portfolio_of(account, now, None, replacing, True, True)
             if after >= self._available(model, portfolio, prices, exact=True):
-                return
+                bare_after = self._available(model, *self.portfolio_of(
+                    account, now, (market, side, price, lots), replacing, True, True, resting=False), exact=True)
+                bare_before = self._available(model, *self.portfolio_of(account, now, None, None, False, True),
+                                              exact=True)
+                if bare_after >= 0 or bare_after >= bare_before:
+                    return
         raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
     def check_withdrawal(self, account, asset: int, amount: int, now: int) -> None:
@@ -439,7 +448,8 @@ class PerpClearing(SpotClearing):
         return self.model
 
     def portfolio_of(self, account, now: int, order=None, replacing=None,
-                     assume_orders: bool = True, margin_only: bool = False) -> tuple[Portfolio, dict]:
+                     assume_orders: bool = True, margin_only: bool = False,
+                     resting: bool = True) -> tuple[Portfolio, dict]:
         """(risk.Portfolio, prices by asset id) of ``account``.
 
         Spot balances count free + held; each perp position at its mark with
@@ -451,6 +461,9 @@ class PerpClearing(SpotClearing):
         not: such markets come as ``Portfolio.choices`` (a value without the
         orders' profits, a size range) and the risk model takes the worst
         (``_what_if``, ``RiskModel._worst``).
+
+        ``resting=False``: the new order alone, the open orders left out (a
+        check's "without the open orders" figure).
 
         ``margin_only``: the lending terms in ``LendingClearing.margin_terms``'
         form, for callers that read available-margin figures alone (the
@@ -475,7 +488,7 @@ class PerpClearing(SpotClearing):
         choices = ()
         if order is not None or (assume_orders and account.open_orders
                                  and (account.resting or account.resting_gen != self.resting_gen)):
-            choices = self._what_if(account, positions, balances, order, replacing)
+            choices = self._what_if(account, positions, balances, order, replacing, resting)
         perps = []
         if positions:
             info = self._perp_info
@@ -548,7 +561,7 @@ class PerpClearing(SpotClearing):
             self._prices_key = oracle[:]
         return self._prices
 
-    def _what_if(self, account, positions: dict, balances: dict, order, replacing) -> list:
+    def _what_if(self, account, positions: dict, balances: dict, order, replacing, with_resting: bool = True) -> list:
         """The open-orders part of ``portfolio_of`` (see its docstring); returns
         ``[(market id, funding owed, value, low size, high size)]`` by market
         id for the markets whose underlying has an oracle price and whose
@@ -581,7 +594,11 @@ class PerpClearing(SpotClearing):
         the old rule, exactly: the new order filled, then the side (all buys
         or all sells) that leaves the larger position (ties: BUY), from the
         sums where every fill grows it and a replay by order id otherwise."""
-        resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
+        if with_resting:
+            resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
+        else:  # the new order alone (``resting=False``: the check's "without the open orders")
+            resting = {}
+            replacing = None
         ids = self.engine._asset_ids
         new = None
         if order is not None:  # (market id, side, price, lots, its worst fee)

@@ -584,3 +584,79 @@ def test_an_order_on_the_same_side_covers_nothing_either(perp, config):
     if far is not None:
         e.apply(ex.CancelOrder(E, far.order_id), CTX)
     assert e.margin(E, CTX.timestamp, assume_orders=True).available_open >= 0
+
+
+def test_under_water_a_reduce_only_order_must_not_lower_the_bare_margin(perp, config):
+    """A far resting sell makes the worst corner of the orders the same before
+    and after a reduce-only buy at a price far above the mark, which
+    'improves' that corner while the position itself gets worse: the order
+    must also not lower the margin without the orders counted (found by
+    review: the buy went through, and cancelling the sell left -2,431)."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 2000 * USD), CTX)
+    e.apply(ex.Deposit(E, WETH, 10 * ETH), CTX)
+    place(e, BOB, Side.BUY, px(3000), 20 * ETH)
+    place(e, E, Side.SELL, px(3000), 20 * ETH, time_in_force=ex.TimeInForce.IOC)  # short 20, 10 WETH spot
+    place(e, E, Side.SELL, px(9000), 21 * ETH)  # resting far above the mark
+    e.apply(ex.SetOraclePrice(config.oracle, WETH, 4500 * USD), CTX)
+    place(e, BOB, Side.SELL, px(5130), 20 * ETH)  # 14 % above the mark
+    digest = e.state_digest()
+    with pytest.raises(ex.ExchangeError) as err:
+        place(e, E, Side.BUY, px(5130), 20 * ETH, time_in_force=ex.TimeInForce.IOC, reduce_only=True)
+    assert err.value.reason == R.INSUFFICIENT_MARGIN and e.state_digest() == digest
+    # at the mark, buying back does not lower it: allowed
+    place(e, BOB, Side.SELL, px(4500), 20 * ETH)
+    place(e, E, Side.BUY, px(4500), 20 * ETH, time_in_force=ex.TimeInForce.IOC, reduce_only=True)
+
+
+def test_a_spot_order_is_checked_against_resting_perp_orders_alone(perp, config):
+    """An account whose only perp exposure is a resting order: a spot buy far
+    above the oracle spends what the order needs - checked now (found by
+    review: the spot check ran only for positions or loans)."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 1000 * USD), CTX)
+    place(e, E, Side.BUY, px(3000), 2 * ETH)  # 900 of its 1000 for the exposure
+    e.apply(ex.Deposit(CAROL, WETH, ETH), CTX)
+    e.apply(ex.PlaceOrder(CAROL, 0, Side.SELL, px(6000), ETH // 10), CTX)
+    digest = e.state_digest()
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.PlaceOrder(E, 0, Side.BUY, px(6000), ETH // 10, time_in_force=ex.TimeInForce.IOC), CTX)
+    assert err.value.reason == R.INSUFFICIENT_MARGIN and e.state_digest() == digest
+
+
+def test_a_perp_order_that_borrows_its_hold_must_carry_the_loan_unfilled(perp, config):
+    """A perp order whose fee hold is borrowed: the loan and its interest to
+    term stay if the order never fills, so the account must carry them
+    unfilled too (found by review: an IOC that could not fill, its hold
+    borrowed at 10,000 % a year, left the account at -10,424)."""
+    e = perp
+    E = b"\xe0" * 20
+    place(e, ALICE, Side.SELL, 100 * RATE, 1_000_000 * USD, market=4)  # USDC offered at 10,000 % a year
+    e.apply(ex.Deposit(E, USDC, 50_000 * USD), CTX)
+    place(e, BOB, Side.SELL, px(3000), 100 * ETH)
+    place(e, E, Side.BUY, px(3000), 100 * ETH, time_in_force=ex.TimeInForce.IOC)  # long 100 ETH-PERP
+    lo, hi = 0, free(e, E, USDC)  # withdraw what the margin allows
+    while hi - lo > USD:
+        mid = (lo + hi) // 2
+        token = e.checkpoint()
+        try:
+            e.apply(ex.Withdraw(E, USDC, mid), CTX)
+            lo = mid
+        except ex.ExchangeError:
+            hi = mid
+        e.revert(token)
+    e.apply(ex.Withdraw(E, USDC, lo), CTX)
+    left = free(e, E, USDC)  # park the rest in a spot bid far below the market
+    place(e, E, Side.BUY, px(100), left * 1000 // px(100) // 1001 * LOT, market=0)
+    before = e.margin(E, CTX.timestamp).available_open
+    for usd in range(20_000, 400_000, 30_000):  # an IOC sell far above the book: it cannot fill
+        token = e.checkpoint()
+        try:
+            place(e, E, Side.SELL, px(usd), 100 * ETH, time_in_force=ex.TimeInForce.IOC)
+            after = e.margin(E, CTX.timestamp).available_open
+            assert after >= 0 or after >= before, (usd, after, before)
+        except ex.ExchangeError as err:
+            assert err.reason in (R.INSUFFICIENT_MARGIN, R.BORROW_UNAVAILABLE, R.INSUFFICIENT_BALANCE)
+        e.revert(token)
