@@ -575,7 +575,9 @@ class PerpClearing(SpotClearing):
         units for a sell (the opposite for a buy), less its fee, up to a unit
         of rounding (the floor of the mark value; a fill is at least a lot);
         ``value`` is the position's value now plus every fill's loss against
-        the mark, never its profit, less every held fee and a unit per lot -
+        the mark - or the oracle, whichever is worse for that order (a median
+        mark moves with the book the account's own orders help make) - never
+        its profit, less every held fee and a unit per lot -
         at or below the value after any of its fills (tests/exchange/
         test_fast_checks.py replays the corners) - and the size runs from
         every sell filled to every buy filled (the loss is convex in it: its
@@ -636,20 +638,26 @@ class PerpClearing(SpotClearing):
                 # fill, and a cancel is not checked), a loss always is. The
                 # exposure runs from every sell filled to every buy filled.
                 mark = self._mark(mid)
-                worth = lot * mark  # of one lot, times ``one``
                 value = size * mark // one - entry - owed
-                losses = 0  # sum of lots x (price against the mark), times ``one``, where negative
+                # An order's loss is measured against the worse of the mark and
+                # the oracle for it: a median mark moves with the book, which the
+                # account's own orders help make (found by review: its own bid
+                # lifted the mark above the bid, its loss counted nothing).
+                index = oracle[base]
+                buy_ref = lot * (mark if mark < index else index)  # of one lot, times ``one``
+                sell_ref = lot * (mark if mark > index else index)
+                losses = 0  # sum of lots x (price against the reference), times ``one``, where negative
                 if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
                     _, side, price, lots, fee = new
-                    against = lots * (worth - price * one) if side == BUY else lots * (price * one - worth)
+                    against = lots * (buy_ref - price * one) if side == BUY else lots * (price * one - sell_ref)
                     if against < 0:
                         losses += against
                     value -= fee + lots
                     size += lots * lot if side == BUY else -lots * lot
-                if bought and (m.book.bids.best or 0) * one > worth:
-                    losses += self._losses(account, mid, BUY, replacing, worth, one)
-                if sold and (m.book.asks.best if m.book.asks.best is not None else worth) * one < worth:
-                    losses += self._losses(account, mid, 1, replacing, worth, one)
+                if bought and (m.book.bids.best or 0) * one > buy_ref:
+                    losses += self._losses(account, mid, BUY, replacing, buy_ref, one)
+                if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
+                    losses += self._losses(account, mid, 1, replacing, sell_ref, one)
                 value += losses // one - buy_held - sell_held - bought - sold
                 positions.pop(mid, None)
                 choices.append((mid, owed, value, size - sold * lot, size + bought * lot))

@@ -660,3 +660,33 @@ def test_a_perp_order_that_borrows_its_hold_must_carry_the_loan_unfilled(perp, c
         except ex.ExchangeError as err:
             assert err.reason in (R.INSUFFICIENT_MARGIN, R.BORROW_UNAVAILABLE, R.INSUFFICIENT_BALANCE)
         e.revert(token)
+
+
+def test_an_orders_own_lift_of_a_median_mark_does_not_hide_its_loss(perp, config):
+    """BTC-PERP's mark is the median of oracle, book mid and last trade: an
+    account's own bid lifts the mid, so against the mark its loss can vanish.
+    Measured against the worse of mark and oracle, it cannot (found by
+    review: the bid at 70,000 counted no loss against a mark it had lifted to
+    75,000; withdrawing, then a colluder's fill, left -9,999)."""
+    e = perp
+    E = b"\xe0" * 20
+    place(e, ALICE, Side.SELL, btc_px(76_000), BTC // 100, market=BTC_PERP)  # a last trade at 76,000
+    place(e, BOB, Side.BUY, btc_px(76_000), BTC // 100, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
+    place(e, ALICE, Side.SELL, btc_px(80_000), BTC // 100, market=BTC_PERP)
+    e.apply(ex.Deposit(E, USDC, 20_000 * USD), CTX)
+    place(e, E, Side.BUY, btc_px(70_000), BTC, market=BTC_PERP)
+    assert e._perps._mark(BTC_PERP) == 75_000 * USD  # lifted by E's own bid
+    lo, hi = 0, free(e, E, USDC)  # withdraw all the check allows
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        token = e.checkpoint()
+        try:
+            e.apply(ex.Withdraw(E, USDC, mid), CTX)
+            lo = mid
+        except ex.ExchangeError:
+            hi = mid
+        e.revert(token)
+    e.apply(ex.Withdraw(E, USDC, lo), CTX)
+    place(e, BOB, Side.SELL, btc_px(70_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
+    assert e.position(E, BTC_PERP).size == BTC
+    assert e.margin(E, CTX.timestamp).available_open >= 0
