@@ -607,7 +607,8 @@ class Engine:
         if available[asset] < hold:
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
             return self._parts["margin"].place(c, ctx, m, account, side, price, lots, asset, hold)
-        if m.kind is _SPOT and (account.positions or account.loans or account.open_orders or min(available) < 0):
+        if m.kind is _SPOT and (account.positions or account.loans or min(available) < 0
+                                or (account.open_orders and self._perp_orders(account))):
             # A spot trade changes a leveraged account's exposure: the portfolio
             # check (an account without positions or debt cannot go below zero).
             self._parts["margin"].check_spot_fit(m, account, side, price, lots, hold, ctx.timestamp)
@@ -699,6 +700,12 @@ class Engine:
         events.append(OrderCancelled(order_id, c.account, market_id, side, price, remaining * lot,
                                      CancelReason.SELF_TRADE if stopped else CancelReason.IOC_REMAINDER))
         return OrderResult(order_id, _CANCELLED, filled * lot, 0), events
+
+    def _perp_orders(self, account) -> dict:
+        """The account's resting perp orders' sums (empty: none) - a spot order
+        of an account with any is margin-checked (they may fill)."""
+        perp = self._clearing[_PERP]
+        return account.resting if account.resting_gen == perp.resting_gen else perp.resting_of(account)
 
     def _cancel(self, c: CancelOrder, ctx: Context):
         account = self._accounts.get(c.account)
@@ -825,7 +832,7 @@ class Engine:
         asset = clearing.hold_asset(m, o.side)
         if delta > account.available[asset]:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)
-        if requeue and m.kind is _SPOT and (account.positions or account.loans or account.open_orders):
+        if requeue and m.kind is _SPOT and (account.positions or account.loans or self._perp_orders(account)):
             # The modified spot order is judged as a new one would be: the
             # portfolio check of a leveraged account (found by review: a small
             # order modified into a large one went around it).
