@@ -488,7 +488,12 @@ class PerpClearing(SpotClearing):
         choices = ()
         if order is not None or (assume_orders and account.open_orders
                                  and (account.resting or account.resting_gen != self.resting_gen)):
-            choices = self._what_if(account, positions, balances, order, replacing, resting)
+            choices = self._what_if(account, positions, balances, order, replacing, resting, margin_only)
+        # A check (the margin-only what-if) values positions at the worse of the
+        # mark and the oracle: a median mark moves with the book, which the
+        # account's own orders (or a colluder's, cancelled later) help make
+        # (found by review). Views and the liquidation level keep the mark.
+        guarded = margin_only and (order is not None or assume_orders)
         perps = []
         if positions:
             info = self._perp_info
@@ -513,6 +518,9 @@ class PerpClearing(SpotClearing):
                     last = self.markets[mid].last_trade
                     last = last * one // lot_size if last else mark
                     mark = sorted((mark, mid_price, last))[1]
+                    if guarded:
+                        index = oracle[base]
+                        mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
                 perps.append((base_id, size, entry, mark, owed))
         if choices:
             info = self._perp_info
@@ -561,7 +569,8 @@ class PerpClearing(SpotClearing):
             self._prices_key = oracle[:]
         return self._prices
 
-    def _what_if(self, account, positions: dict, balances: dict, order, replacing, with_resting: bool = True) -> list:
+    def _what_if(self, account, positions: dict, balances: dict, order, replacing, with_resting: bool = True,
+                 guarded: bool = False) -> list:
         """The open-orders part of ``portfolio_of`` (see its docstring); returns
         ``[(market id, funding owed, value, low size, high size)]`` by market
         id for the markets whose underlying has an oracle price and whose
@@ -638,12 +647,14 @@ class PerpClearing(SpotClearing):
                 # fill, and a cancel is not checked), a loss always is. The
                 # exposure runs from every sell filled to every buy filled.
                 mark = self._mark(mid)
-                value = size * mark // one - entry - owed
+                index = oracle[base]
+                # guarded (a check): the position at the worse of mark and oracle
+                held_at = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
+                value = size * (held_at if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and
                 # the oracle for it: a median mark moves with the book, which the
                 # account's own orders help make (found by review: its own bid
                 # lifted the mark above the bid, its loss counted nothing).
-                index = oracle[base]
                 buy_ref = lot * (mark if mark < index else index)  # of one lot, times ``one``
                 sell_ref = lot * (mark if mark > index else index)
                 losses = 0  # sum of lots x (price against the reference), times ``one``, where negative

@@ -525,7 +525,8 @@ def test_the_check_counts_the_worst_combination_of_sides(config, orders):
         if worst is not None:
             assert got <= worst
         assert check == got if got < 0 else 0 <= check <= got
-        assert e.margin(who, CTX.timestamp, assume_orders=True).available_open == got
+        # the views value positions at the mark, a check at the worse of mark and oracle
+        assert e.margin(who, CTX.timestamp, assume_orders=True).available_open >= got
 
 
 _CHOICE = st.tuples(st.sampled_from([WETH, WBTC]), st.integers(-10**11, 10**11),

@@ -690,3 +690,32 @@ def test_an_orders_own_lift_of_a_median_mark_does_not_hide_its_loss(perp, config
     place(e, BOB, Side.SELL, btc_px(70_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
     assert e.position(E, BTC_PERP).size == BTC
     assert e.margin(E, CTX.timestamp).available_open >= 0
+
+
+def test_a_check_values_a_position_at_the_worse_of_mark_and_oracle(perp, config):
+    """A tiny bid of the account's own lifts BTC-PERP's median mark and with it
+    the value of its long; a withdrawal checked at that mark, then cancelling
+    the bid, left -15,972 (found by review). Checks value positions at the
+    worse of mark and oracle: whatever the account then cancels, it stays
+    above zero."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 30_000 * USD), CTX)
+    place(e, ALICE, Side.SELL, btc_px(76_000), BTC, market=BTC_PERP)
+    place(e, E, Side.BUY, btc_px(76_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
+    place(e, ALICE, Side.SELL, btc_px(80_000), BTC // 100, market=BTC_PERP)
+    bid, _ = place(e, E, Side.BUY, btc_px(79_000), BTC // 1000, market=BTC_PERP)
+    assert e._perps._mark(BTC_PERP) == 76_000 * USD  # lifted by the bid (the oracle is 60,000)
+    lo, hi = 0, free(e, E, USDC)  # withdraw all the check allows
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        token = e.checkpoint()
+        try:
+            e.apply(ex.Withdraw(E, USDC, mid), CTX)
+            lo = mid
+        except ex.ExchangeError:
+            hi = mid
+        e.revert(token)
+    e.apply(ex.Withdraw(E, USDC, lo), CTX)
+    e.apply(ex.CancelOrder(E, bid.order_id), CTX)
+    assert e.margin(E, CTX.timestamp).available_open >= 0
