@@ -486,8 +486,7 @@ class PerpClearing(SpotClearing):
                     owed = size * (pm.funding_index - pos.funding_index) + pos.carry
                     positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
         choices = ()
-        if order is not None or (assume_orders and account.open_orders
-                                 and (account.resting or account.resting_gen != self.resting_gen)):
+        if order is not None or (assume_orders and account.open_orders):
             choices = self._what_if(account, positions, balances, order, replacing, resting, margin_only)
         # A check (the margin-only what-if) values positions at the worse of the
         # mark and the oracle: a median mark moves with the book, which the
@@ -524,7 +523,9 @@ class PerpClearing(SpotClearing):
                 perps.append((base_id, size, entry, mark, owed))
         if choices:
             info = self._perp_info
-            choices = [(info[mid][2], value, low, high) for mid, owed, value, low, high in choices]
+            markets = engine._markets
+            choices = [(info[mid][2] if owed is not None else engine._asset_ids[markets[mid].base], value, low, high)
+                       for mid, owed, value, low, high in choices]
         if account.loans:
             if margin_only:
                 lent, borrowed = engine.lending.margin_terms(account, now)
@@ -696,9 +697,61 @@ class PerpClearing(SpotClearing):
             cash += side_cash
             if cash:
                 balances[quote] = balances.get(quote, 0) + cash
+        if with_resting and account.open_orders:
+            self._spot_what_if(account, replacing, balances, choices, oracle, quote_id)
         if len(choices) > 1:
             choices.sort()
         return choices
+
+    def _spot_what_if(self, account, replacing, balances: dict, choices: list, oracle, quote_id) -> None:
+        """The account's resting SPOT orders in the what-if, as the perp ones:
+        per spot market quoted in the model's quote, one more choice - the base
+        asset's exposure anywhere from every sell filled to every buy filled,
+        at a value of every order's loss against the oracle (never its profit)
+        less its worst fee and a unit per lot (the base balance's value is a
+        floor); an unpriced base is worth nothing, so a buy costs its whole
+        notional and carries no exposure (found by review: a spot bid far above
+        the oracle, rested before any perp exposure, filled after it)."""
+        engine = self.engine
+        markets = engine._markets
+        perp_markets = self.markets
+        spot = MarketKind.SPOT
+        per_market: dict = {}
+        for o in account.open_orders.values():
+            mid = o.market
+            if mid in perp_markets or o is replacing:
+                continue
+            entry = per_market.get(mid)
+            if entry is None:
+                m = markets[mid]
+                if m.kind is not spot or engine._asset_ids[m.quote] != quote_id:
+                    per_market[mid] = False
+                    continue
+                scale = 10 ** self.decimals[m.base]
+                # bought, sold (base units), losses x scale, fees + slack, market, scale, a lot's worth x scale
+                entry = per_market[mid] = [0, 0, 0, 0, m, scale, m.lot_size * oracle[m.base]]
+            elif entry is False:
+                continue
+            m = entry[4]
+            lots = o.remaining
+            notional = o.price * lots
+            if o.side == BUY:
+                entry[0] += lots * m.lot_size
+                against = lots * entry[6] - notional * entry[5]
+            else:
+                entry[1] += lots * m.lot_size
+                against = notional * entry[5] - lots * entry[6]
+            if against < 0:
+                entry[2] += against
+            entry[3] += lots - (-notional * m.max_fee // FEE_SCALE)
+        per_market = {mid: entry for mid, entry in per_market.items() if entry}
+        for mid in sorted(per_market):
+            bought, sold, losses, costs, m, scale, _ = per_market[mid]
+            value = losses // scale - costs
+            if oracle[m.base]:
+                choices.append((mid, None, value, -sold, bought))
+            elif value:  # worth nothing: no exposure, the value alone
+                balances[quote_id] = balances.get(quote_id, 0) + value
 
     def _losses(self, account, mid: int, side: int, replacing, worth: int, one: int) -> int:
         """Sum over ``side``'s resting orders on ``mid`` of lots x (price against

@@ -484,16 +484,21 @@ class RiskModel:
         """A cheap upper bound of ``_loss`` over every size in the options'
         ranges added to ``delta``: the sum over underlyings of each one's
         single-underlying loss at its largest |exposure| (the loss is
-        sqrt(e^T R e) with |rho| <= 1, at most sum |e_u|)."""
+        sqrt(e^T R e) with |rho| <= 1, at most sum |e_u|; an underlying with
+        several options ranges over the sum of their ranges)."""
         params = self._p
         largest = {a: abs(d) for a, d in delta.items()}
-        seen = []
+        ranges: dict = {}  # per underlying with options: the range of its exposure (ranges add up)
         for asset, low, high in options:
-            if asset in seen:  # two perp markets on one underlying: the term-by-term bound
-                return self._loss_bound(delta, options, prices, widened_at)
-            seen.append(asset)
-            base = delta.get(asset, 0)
-            a, b = abs(base + low), abs(base + high)
+            was = ranges.get(asset)
+            if was is None:
+                base = delta.get(asset, 0)
+                ranges[asset] = [base + low, base + high]
+            else:
+                was[0] += low
+                was[1] += high
+        for asset, (low, high) in ranges.items():
+            a, b = abs(low), abs(high)
             largest[asset] = a if a > b else b
         cap = 0
         for a, x in largest.items():

@@ -719,3 +719,35 @@ def test_a_check_values_a_position_at_the_worse_of_mark_and_oracle(perp, config)
     e.apply(ex.Withdraw(E, USDC, lo), CTX)
     e.apply(ex.CancelOrder(E, bid.order_id), CTX)
     assert e.margin(E, CTX.timestamp).available_open >= 0
+
+
+def test_resting_spot_orders_count_in_the_what_if_too(perp, config):
+    """A spot bid far above the oracle, rested while the account had no
+    leverage (rightly unchecked then), must count once the account opens
+    perp positions: else the largest long the check allows, then a
+    colluder's fill of the bid, left -5,109 (found by review)."""
+    e = perp
+    E = b"\xe0" * 20
+    e.apply(ex.Deposit(E, USDC, 10_000 * USD), CTX)
+    e.apply(ex.PlaceOrder(E, 0, Side.BUY, px(6000), 3 * ETH // 2), CTX)  # 1.5 WETH at twice the oracle
+    place(e, BOB, Side.SELL, px(3000), 200 * ETH)
+    largest = 0
+    for n in range(1, 200):  # the largest perp long the check allows
+        token = e.checkpoint()
+        try:
+            place(e, E, Side.BUY, px(3000), n * ETH // 2, time_in_force=ex.TimeInForce.IOC)
+            largest = n
+        except ex.ExchangeError:
+            e.revert(token)
+            break
+        e.revert(token)
+    place(e, E, Side.BUY, px(3000), largest * ETH // 2, time_in_force=ex.TimeInForce.IOC)
+    e.apply(ex.Deposit(CAROL, WETH, 10 * ETH), CTX)
+    e.apply(ex.PlaceOrder(CAROL, 0, Side.SELL, px(6000), 3 * ETH // 2, time_in_force=ex.TimeInForce.IOC), CTX)
+    assert e.margin(E, CTX.timestamp).available_open >= 0
+    # a plain spot account (no perps, no loans) is never refused for margin
+    P = b"\x77" * 20
+    e.apply(ex.Deposit(P, USDC, 10_000 * USD), CTX)
+    e.apply(ex.PlaceOrder(P, 0, Side.BUY, px(1000), 5 * ETH), CTX)
+    e.apply(ex.PlaceOrder(CAROL, 0, Side.SELL, px(6000), ETH, ), CTX)
+    e.apply(ex.PlaceOrder(P, 0, Side.BUY, px(6000), ETH // 2, time_in_force=ex.TimeInForce.IOC), CTX)
