@@ -53,6 +53,21 @@ def trade(e, buyer, seller, price, qty, market=ETH_PERP, ctx=CTX):
     return events
 
 
+def withdraw_all_allowed(e, who, within=1):
+    """``who`` withdraws the most USDC the margin check allows (to ``within`` units)."""
+    lo, hi = 0, free(e, who, USDC)
+    while hi - lo > within:
+        mid = (lo + hi) // 2
+        token = e.checkpoint()
+        try:
+            e.apply(ex.Withdraw(who, USDC, mid), CTX)
+            lo = mid
+        except ex.ExchangeError:
+            hi = mid
+        e.revert(token)
+    e.apply(ex.Withdraw(who, USDC, lo), CTX)
+
+
 def pos(e, who, market=ETH_PERP):
     p = e.position(who, market)
     return p.size, p.entry_value
@@ -637,17 +652,7 @@ def test_a_perp_order_that_borrows_its_hold_must_carry_the_loan_unfilled(perp, c
     e.apply(ex.Deposit(E, USDC, 50_000 * USD), CTX)
     place(e, BOB, Side.SELL, px(3000), 100 * ETH)
     place(e, E, Side.BUY, px(3000), 100 * ETH, time_in_force=ex.TimeInForce.IOC)  # long 100 ETH-PERP
-    lo, hi = 0, free(e, E, USDC)  # withdraw what the margin allows
-    while hi - lo > USD:
-        mid = (lo + hi) // 2
-        token = e.checkpoint()
-        try:
-            e.apply(ex.Withdraw(E, USDC, mid), CTX)
-            lo = mid
-        except ex.ExchangeError:
-            hi = mid
-        e.revert(token)
-    e.apply(ex.Withdraw(E, USDC, lo), CTX)
+    withdraw_all_allowed(e, E, USD)
     left = free(e, E, USDC)  # park the rest in a spot bid far below the market
     place(e, E, Side.BUY, px(100), left * 1000 // px(100) // 1001 * LOT, market=0)
     before = e.margin(E, CTX.timestamp).available_open
@@ -676,17 +681,7 @@ def test_an_orders_own_lift_of_a_median_mark_does_not_hide_its_loss(perp, config
     e.apply(ex.Deposit(E, USDC, 20_000 * USD), CTX)
     place(e, E, Side.BUY, btc_px(70_000), BTC, market=BTC_PERP)
     assert e._perps._mark(BTC_PERP) == 75_000 * USD  # lifted by E's own bid
-    lo, hi = 0, free(e, E, USDC)  # withdraw all the check allows
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        token = e.checkpoint()
-        try:
-            e.apply(ex.Withdraw(E, USDC, mid), CTX)
-            lo = mid
-        except ex.ExchangeError:
-            hi = mid
-        e.revert(token)
-    e.apply(ex.Withdraw(E, USDC, lo), CTX)
+    withdraw_all_allowed(e, E)
     place(e, BOB, Side.SELL, btc_px(70_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
     assert e.position(E, BTC_PERP).size == BTC
     assert e.margin(E, CTX.timestamp).available_open >= 0
@@ -706,17 +701,7 @@ def test_a_check_values_a_position_at_the_worse_of_mark_and_oracle(perp, config)
     place(e, ALICE, Side.SELL, btc_px(80_000), BTC // 100, market=BTC_PERP)
     bid, _ = place(e, E, Side.BUY, btc_px(79_000), BTC // 1000, market=BTC_PERP)
     assert e._perps._mark(BTC_PERP) == 76_000 * USD  # lifted by the bid (the oracle is 60,000)
-    lo, hi = 0, free(e, E, USDC)  # withdraw all the check allows
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        token = e.checkpoint()
-        try:
-            e.apply(ex.Withdraw(E, USDC, mid), CTX)
-            lo = mid
-        except ex.ExchangeError:
-            hi = mid
-        e.revert(token)
-    e.apply(ex.Withdraw(E, USDC, lo), CTX)
+    withdraw_all_allowed(e, E)
     e.apply(ex.CancelOrder(E, bid.order_id), CTX)
     assert e.margin(E, CTX.timestamp).available_open >= 0
 
