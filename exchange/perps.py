@@ -157,7 +157,7 @@ class PerpClearing(SpotClearing):
     """
 
     __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key",
-                 "resting_gen", "_spot_info")
+                 "resting_gen", "_spot_info", "_base_ids")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -173,6 +173,7 @@ class PerpClearing(SpotClearing):
         # spot market id -> (Market, lot size, max fee, 10**base decimals): the
         # markets whose resting orders Account.spot_resting sums
         self._spot_info: dict = {}
+        self._base_ids: dict = {}  # market id -> its base asset's id (a what-if choice's underlying)
         # The generation of every Account.resting: Engine.revert bumps it (an
         # undo restores orders behind the sums' back), making all of them
         # stale; each is rebuilt from its open orders on its next use.
@@ -183,6 +184,7 @@ class PerpClearing(SpotClearing):
         engine = self.engine
         for mid in sorted(engine._markets):
             m = engine._markets[mid]
+            self._base_ids[mid] = engine._asset_ids[m.base]
             if m.kind is MarketKind.PERP:
                 pm = PerpMarket(m, self.decimals[m.base])
                 self.markets[mid] = pm
@@ -522,7 +524,9 @@ class PerpClearing(SpotClearing):
         possibly a lower bound at or above zero (RiskModel._worst): a check
         only asks "at least zero?" - and, under water, compares exact figures."""
         try:
-            return model._available(portfolio, prices, 1, 5, None if exact else 0)
+            if portfolio.choices:  # model._available's first branch, one call less on the checks' hot path
+                return model._worst(portfolio, prices, 1, 5, None if exact else 0)[0]
+            return model._available(portfolio, prices, 1, 5)
         except KeyError as missing:  # a held asset without an oracle price
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
 
@@ -613,10 +617,8 @@ class PerpClearing(SpotClearing):
                         mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
                 perps.append((base_id, size, entry, mark, owed))
         if choices:
-            info = self._perp_info
-            markets = engine._markets
-            choices = [(info[mid][2] if owed is not None else engine._asset_ids[markets[mid].base], value, low, high)
-                       for mid, owed, value, low, high in choices]
+            base_ids = self._base_ids
+            choices = [(base_ids[mid], value, low, high) for mid, _, value, low, high in choices]
         if account.loans:
             if margin_only:
                 lent, borrowed = engine.lending.margin_terms(account, now)
@@ -721,7 +723,7 @@ class PerpClearing(SpotClearing):
             if not (sums[0] or sums[3]):
                 del resting[mid]  # its only order: the market is out of the what-if
         info = self._perp_info
-        quote_id = self.risk_model().quote
+        quote_id = (self.model or self.risk_model()).quote
         oracle = self.oracle.prices
         choices = []
         perp_orders = 0  # the resting perp orders counted (the rest of the open orders are not perp)
@@ -729,7 +731,7 @@ class PerpClearing(SpotClearing):
             resting = dict(resting)
             resting[new[0]] = _NO_SUMS
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
-            m, base, base_id, _, one = info[mid]
+            m, base, base_id, oracle_mark, one = info[mid]
             lot = m.lot_size
             size, entry, owed = positions.get(mid, _FLAT)
             bought, buy_notional, buy_held, sold, sell_notional, sell_held, count = sums
@@ -741,8 +743,8 @@ class PerpClearing(SpotClearing):
                 # per lot); a profit is never counted (the order may never
                 # fill, and a cancel is not checked), a loss always is. The
                 # exposure runs from every sell filled to every buy filled.
-                mark = self._mark(mid)
                 index = oracle[base]
+                mark = index if oracle_mark else self._mark(mid)
                 # guarded (a check): the position at the worse of mark and oracle
                 held_at = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
                 value = size * (held_at if guarded else mark) // one - entry - owed
