@@ -163,6 +163,8 @@ class AutoBorrowing:
         perps = self.engine._perps
         model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.
+        if perps._floor_available(account, now, None, self._fill_moves(market, side, price, lots, hold)) is not None:
+            return  # at or above zero once filled (the full path's same figure)
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if after >= 0:
@@ -190,20 +192,23 @@ class AutoBorrowing:
     def _filled(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
         """Opening-level available margin of ``portfolio`` with the spot order
         filled in full at its limit price, paying its worst fee."""
-        ids = self.engine._asset_ids
         balances = portfolio.balances
-        base, quote = ids[market.base], ids[market.quote]
-        amount = lots * market.lot_size
-        if side == BUY:
-            got, got_amount, paid, paid_amount = base, amount, quote, hold
-        else:
-            notional = price * lots
-            got, got_amount = quote, notional + (-notional * market.max_fee // FEE_SCALE)  # minus ceil(fee)
-            paid, paid_amount = base, amount
-        balances[paid] = balances.get(paid, 0) - paid_amount
+        (paid, paid_amount), (got, got_amount) = self._fill_moves(market, side, price, lots, hold)
+        balances[paid] = balances.get(paid, 0) + paid_amount
         if got in prices:  # without a price what it buys counts as worth nothing
             balances[got] = balances.get(got, 0) + got_amount
         return self.engine._perps._available(model, portfolio, prices)
+
+    def _fill_moves(self, market, side: int, price: int, lots: int, hold: int) -> tuple:
+        """((asset id paid, -amount), (asset id got, +amount)) of the spot
+        order filled in full at its limit price, paying its worst fee."""
+        ids = self.engine._asset_ids
+        base, quote = ids[market.base], ids[market.quote]
+        amount = lots * market.lot_size
+        if side == BUY:
+            return (quote, -hold), (base, amount)
+        notional = price * lots
+        return (base, -amount), (quote, notional + (-notional * market.max_fee // FEE_SCALE))  # minus ceil(fee)
 
     def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
         """INSUFFICIENT_MARGIN unless the spot order, filled in full at its

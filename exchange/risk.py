@@ -385,29 +385,33 @@ class RiskModel:
         figure (below the floor the figure is exact)."""
         if portfolio.choices:
             return self._worst(portfolio, prices, shock_at, widened_at, floor)[0]
-        equity, deductions, delta = self._holdings(portfolio, prices)
+        equity, deductions, delta = self._holdings(portfolio.balances.items(), portfolio.perps, portfolio.lent,
+                                                   portfolio.borrowed, prices)
         return equity - deductions - self._loss(delta, prices, shock_at, widened_at)
 
-    def _holdings(self, portfolio: Portfolio, prices) -> tuple:
-        """``(equity, deductions, delta)`` of a portfolio's balances, perp
-        positions and loans (its choices left out): ``_available`` before the
-        loss; ``delta`` is the net exposure per underlying, base units."""
+    def _holdings(self, balances, perps, lent, borrowed, prices) -> tuple:
+        """``(equity, deductions, delta)`` of a portfolio's balances (``(asset,
+        amount)`` pairs: its ``balances.items()``), perp positions and loans
+        (its choices left out): ``_available`` before the loss; ``delta`` is
+        the net exposure per underlying, base units. Also the pre-trade
+        check's fast path (perps.PerpClearing._floor_available), which passes
+        the parts without a Portfolio."""
         quote = self.quote
         params = self._p
         equity = 0
         deductions = 0
         delta: dict = {}  # per underlying: net exposure, base units
         get = delta.get
-        for a, amount in portfolio.balances.items():
+        for a, amount in balances:
             if a == quote:
                 equity += amount
             elif amount:
                 equity += amount * prices[a] // params[a][0]
                 delta[a] = get(a, 0) + amount
-        for a, size, entry, mark, owed in portfolio.perps:
+        for a, size, entry, mark, owed in perps:
             equity += size * mark // params[a][0] - entry - owed
             delta[a] = get(a, 0) + size
-        for a, amount in portfolio.lent:
+        for a, amount in lent:
             if a == quote:
                 equity += amount
                 deductions += amount - amount * self._quote_cf // PPM
@@ -418,7 +422,7 @@ class RiskModel:
                 equity += value
                 deductions += value - v * pa[3] // pa[4]
                 delta[a] = get(a, 0) + amount
-        for a, owed, interest in portfolio.borrowed:
+        for a, owed, interest in borrowed:
             if a == quote:
                 equity -= owed
                 deductions += interest
@@ -442,7 +446,8 @@ class RiskModel:
         (``_loss_bound``, corner None). With a ``floor``, first a cheaper
         bound (``_loss_cap``): at or above the floor, it answers (corner
         None)."""
-        equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
+        equity, deductions, delta = self._holdings(portfolio.balances.items(), portfolio.perps, portfolio.lent,
+                                                   portfolio.borrowed, prices)  # (its choices left out)
         base = equity - deductions
         choices = portfolio.choices
         if floor is not None:
