@@ -166,7 +166,8 @@ class PerpClearing(SpotClearing):
         self.decimals = [a.decimals for a in engine.config.assets]
         self.model = None  # the RiskModel, made on first use
         self.now = 0  # Engine._now: block time of the command being checked
-        # perp market id -> (Market, base index, base asset id, mark is the oracle, 10**base decimals)
+        # perp market id -> (Market, base index, base asset id, mark is the oracle, 10**base decimals,
+        # lot size, quote asset id)
         self._perp_info: dict = {}
         self._prices: dict = {}  # _prices_for's cache, valid while oracle.prices == _prices_key
         self._prices_key: list | None = None
@@ -189,7 +190,7 @@ class PerpClearing(SpotClearing):
                 pm = PerpMarket(m, self.decimals[m.base])
                 self.markets[mid] = pm
                 self._perp_info[mid] = (m, m.base, engine._asset_ids[m.base], m.config.mark is MarkMethod.ORACLE,
-                                        10**self.decimals[m.base])
+                                        10**self.decimals[m.base], m.lot_size, engine._asset_ids[m.quote])
                 engine._dirty.add(pm)
             elif m.kind is MarketKind.SPOT:
                 self._spot_info[mid] = (m, m.lot_size, m.max_fee, 10**self.decimals[m.base])
@@ -627,7 +628,7 @@ class PerpClearing(SpotClearing):
             size, entry, owed = positions[mid]
             if not size and not owed:
                 continue
-            m, base, base_id, oracle_mark, one = info[mid]
+            m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
             mark = oracle[base]
             if not mark:  # no oracle price (yet): value it at its entry price
                 mark = entry * one // size if size else 0
@@ -635,12 +636,14 @@ class PerpClearing(SpotClearing):
                 # mark_price, inlined: the median of oracle, book mid and last trade
                 book = m.book
                 bid, ask = book.bids.best, book.asks.best
-                lot_size = m.lot_size
                 mid_price = ((bid + ask) // 2 * one // lot_size
                              if bid is not None and ask is not None else mark)
                 last = self.markets[mid].last_trade
                 last = last * one // lot_size if last else mark
-                mark = sorted((mark, mid_price, last))[1]
+                # the median of the three
+                if mark > mid_price:
+                    mark, mid_price = mid_price, mark
+                mark = mark if last < mark else (mid_price if last > mid_price else last)
                 if guarded:
                     index = oracle[base]
                     mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
@@ -714,17 +717,19 @@ class PerpClearing(SpotClearing):
         """The mark of perp market ``mid`` whose underlying has an oracle price
         (portfolio_of's inlined rule: the oracle, or the median of oracle, book
         mid and last trade)."""
-        m, base, _, oracle_mark, one = self._perp_info[mid]
+        m, base, _, oracle_mark, one, lot_size, _ = self._perp_info[mid]
         mark = self.oracle.prices[base]
         if oracle_mark:
             return mark
         book = m.book
         bid, ask = book.bids.best, book.asks.best
-        lot_size = m.lot_size
         mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else mark
         last = self.markets[mid].last_trade
         last = last * one // lot_size if last else mark
-        return sorted((mark, mid_price, last))[1]
+        # the median of the three
+        if mark > mid_price:
+            mark, mid_price = mid_price, mark
+        return mark if last < mark else (mid_price if last > mid_price else last)
 
     def _prices_for(self) -> dict:
         """Prices by asset id (the quote at 10**decimals, assets without an
@@ -782,7 +787,6 @@ class PerpClearing(SpotClearing):
         else:  # the new order alone (``resting=False``: the check's "without the open orders")
             resting = {}
             replacing = None
-        ids = self.engine._asset_ids
         new = None
         if order is not None:  # (market id, side, price, lots, its worst fee)
             m, side, price, lots = order
@@ -809,12 +813,10 @@ class PerpClearing(SpotClearing):
             resting = dict(resting)
             resting[new[0]] = _NO_SUMS
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
-            m, base, base_id, oracle_mark, one = info[mid]
-            lot = m.lot_size
+            m, base, base_id, oracle_mark, one, lot, quote = info[mid]
             size, entry, owed = positions.get(mid, _FLAT)
             bought, buy_notional, buy_held, sold, sell_notional, sell_held, count = sums
             perp_orders += count
-            quote = ids[m.quote]
             if quote == quote_id and oracle[base]:
                 # Mark to market: each fill moves the position's value by its
                 # price against the mark (less its fee, less a unit of rounding
@@ -822,16 +824,22 @@ class PerpClearing(SpotClearing):
                 # fill, and a cancel is not checked), a loss always is. The
                 # exposure runs from every sell filled to every buy filled.
                 index = oracle[base]
-                mark = index if oracle_mark else self._mark(mid)
+                if oracle_mark:
+                    mark = low = high = index
+                else:  # the lower and the higher of the mark and the oracle
+                    mark = self._mark(mid)
+                    if mark < index:
+                        low, high = mark, index
+                    else:
+                        low, high = index, mark
                 # guarded (a check): the position at the worse of mark and oracle
-                held_at = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
-                value = size * (held_at if guarded else mark) // one - entry - owed
+                value = size * ((low if size > 0 else high) if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and
                 # the oracle for it: a median mark moves with the book, which the
                 # account's own orders help make (found by review: its own bid
                 # lifted the mark above the bid, its loss counted nothing).
-                buy_ref = lot * (mark if mark < index else index)  # of one lot, times ``one``
-                sell_ref = lot * (mark if mark > index else index)
+                buy_ref = lot * low  # of one lot, times ``one``
+                sell_ref = lot * high
                 losses = 0  # sum of lots x (price against the reference), times ``one``, where negative
                 if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
                     _, side, price, lots, fee = new
@@ -844,7 +852,9 @@ class PerpClearing(SpotClearing):
                     losses += self._losses(account, mid, BUY, replacing, buy_ref, one)
                 if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
                     losses += self._losses(account, mid, 1, replacing, sell_ref, one)
-                value += losses // one - buy_held - sell_held - bought - sold
+                value -= buy_held + sell_held + bought + sold
+                if losses:
+                    value += losses // one
                 positions.pop(mid, None)
                 choices.append((mid, owed, value, size - sold * lot, size + bought * lot))
                 continue
