@@ -608,11 +608,15 @@ class PerpClearing(SpotClearing):
         markets = self.markets
         for mid, pos in account.positions.items():
             size = pos.size
-            if size or pos.carry:
+            carry = pos.carry
+            if size or carry:
                 pm = markets[mid]
-                # pending_funding, inlined
-                owed = size * (pm.funding_index - pos.funding_index) + pos.carry
-                positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
+                # pending_funding, inlined (nothing pending: settled at the index, no carry)
+                if carry or pm.funding_index != pos.funding_index:
+                    owed = size * (pm.funding_index - pos.funding_index) + carry
+                    positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
+                else:
+                    positions[mid] = (size, pos.entry_value, 0)
         return positions
 
     def _perp_terms(self, positions: dict, guarded: bool, margin_only: bool) -> list:

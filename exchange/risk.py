@@ -391,7 +391,7 @@ class RiskModel:
 
     def _holdings(self, balances, perps, lent, borrowed, prices) -> tuple:
         """``(equity, deductions, delta)`` of a portfolio's balances (``(asset,
-        amount)`` pairs: its ``balances.items()``), perp positions and loans
+        amount)`` pairs, each asset once: its ``balances.items()``), perp positions and loans
         (its choices left out): ``_available`` before the loss; ``delta`` is
         the net exposure per underlying, base units. Also the pre-trade
         check's fast path (perps.PerpClearing._floor_available), which passes
@@ -402,12 +402,12 @@ class RiskModel:
         deductions = 0
         delta: dict = {}  # per underlying: net exposure, base units
         get = delta.get
-        for a, amount in balances:
+        for a, amount in balances:  # each asset once, and first: its delta is its balance
             if a == quote:
                 equity += amount
             elif amount:
                 equity += amount * prices[a] // params[a][0]
-                delta[a] = get(a, 0) + amount
+                delta[a] = amount
         for a, size, entry, mark, owed in perps:
             equity += size * mark // params[a][0] - entry - owed
             delta[a] = get(a, 0) + size
