@@ -321,7 +321,7 @@ class PerpClearing(SpotClearing):
         return spot
 
     def _spot_sums(self, a) -> dict:
-        """Per spot market id, [bought, sold (base units), lots + each order's
+        """Per spot market id, [buy lots, sell lots, lots + each order's
         worst fee (ceil(price x lots x max fee / FEE_SCALE), per order)] over
         ``a``'s resting orders there (markets without any left out)."""
         spot: dict = {}
@@ -334,7 +334,7 @@ class PerpClearing(SpotClearing):
                 if sums is None:
                     sums = spot[mid] = [0, 0, 0]
                 lots = o.remaining
-                sums[o.side] += lots * m[1]
+                sums[o.side] += lots
                 sums[2] += lots - (-o.price * lots * m[2] // FEE_SCALE)
         return spot
 
@@ -355,10 +355,10 @@ class PerpClearing(SpotClearing):
         lots = o.remaining
         cost = lots - (-o.price * lots * m[2] // FEE_SCALE)
         if sign > 0:
-            sums[o.side] += lots * m[1]
+            sums[o.side] += lots
             sums[2] += cost
         else:
-            sums[o.side] -= lots * m[1]
+            sums[o.side] -= lots
             sums[2] -= cost
             if not sums[2]:  # every order counts at least its lots: none left
                 del spot[mid]
@@ -377,7 +377,7 @@ class PerpClearing(SpotClearing):
         m = self._spot_info[mid]
         after = maker.remaining
         price_fee = maker.price * m[2]
-        sums[maker.side] -= lots * m[1]
+        sums[maker.side] -= lots
         # its term was remaining + ceil(price x remaining x fee / S), before and after
         sums[2] -= lots - (-price_fee * (after + lots) // FEE_SCALE) + (-price_fee * after // FEE_SCALE)
         if not sums[2]:
@@ -908,7 +908,7 @@ class PerpClearing(SpotClearing):
             spot = dict(spot)
             sums = spot[mid] = list(spot[mid])
             lots = replacing.remaining
-            sums[replacing.side] -= lots * self._spot_info[mid][1]
+            sums[replacing.side] -= lots
             sums[2] -= lots - (-replacing.price * lots * self._spot_info[mid][2] // FEE_SCALE)
         ids = self.engine._asset_ids
         info = self._spot_info
@@ -916,6 +916,8 @@ class PerpClearing(SpotClearing):
             m, lot, _, scale = info[mid]
             if not costs or ids[m.quote] != quote_id:
                 continue
+            bought *= lot  # base units
+            sold *= lot
             base = m.base
             worth = lot * oracle[base]  # a lot's worth at the oracle, times ``scale``
             losses = 0  # sum of lots x (price against the oracle) x scale, where negative
