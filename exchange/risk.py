@@ -614,8 +614,57 @@ class RiskModel:
         """``(available_liq(p, prices), safe_band(p, prices, LIQ, 0, available=that))``
         (the re-banding of an account without a de-risk policy needs both;
         tests/exchange/test_fast_checks.py)."""
-        available = self._available(portfolio, prices, 2, 6)
-        delta, haircut, sites = self._exposures(portfolio)
+        if portfolio.choices:
+            available = self._available(portfolio, prices, 2, 6)
+            delta, haircut, sites = self._exposures(portfolio)
+            return available, self._bands(delta, haircut, sites, prices, available, 0, 2)
+        # The re-banding's hot path: _holdings' figures and _exposures' haircut
+        # and rounding sites in one pass (the same sums, dicts in the same order).
+        quote = self.quote
+        params = self._p
+        equity = 0
+        deductions = 0
+        delta: dict = {}
+        haircut: dict = {}
+        sites: dict = {}
+        get = delta.get
+        for a, amount in portfolio.balances.items():  # each asset once, and first
+            if a == quote:
+                equity += amount
+            elif amount:
+                equity += amount * prices[a] // params[a][0]
+                delta[a] = amount
+                sites[a] = 1
+        for a, size, entry, mark, owed in portfolio.perps:
+            equity += size * mark // params[a][0] - entry - owed
+            delta[a] = get(a, 0) + size
+            sites[a] = sites.get(a, 0) + 1
+        for a, amount in portfolio.lent:
+            if a == quote:
+                equity += amount
+                deductions += amount - amount * self._quote_cf // PPM
+            else:
+                pa = params[a]
+                v = amount * prices[a]
+                value = v // pa[0]
+                equity += value
+                deductions += value - v * pa[3] // pa[4]
+                delta[a] = get(a, 0) + amount
+                haircut[a] = haircut.get(a, 0) + amount * (PPM - pa[3])
+                sites[a] = sites.get(a, 0) + 2  # the value floor and the credited-part floor
+        for a, owed, interest in portfolio.borrowed:
+            if a == quote:
+                equity -= owed
+                deductions += interest
+            else:
+                p = prices[a]
+                scale = params[a][0]
+                equity += (-owed * p) // scale
+                deductions -= (-interest * p) // scale
+                delta[a] = get(a, 0) - owed
+                haircut[a] = haircut.get(a, 0) + interest * PPM
+                sites[a] = sites.get(a, 0) + 2
+        available = equity - deductions - self._loss(delta, prices, 2, 6)
         return available, self._bands(delta, haircut, sites, prices, available, 0, 2)
 
     def _correlated(self, exposed) -> tuple:
@@ -759,20 +808,28 @@ class RiskModel:
             return bands
         slack = available - floor
         budget = slack - 1 - sum(sites.values())
+        if slack <= 0 or budget < 0:  # no room: every band is the price itself
+            for a in sorted(sites):
+                p = prices[a]
+                bands[a] = (p, p)
+            return bands
         knum = {}
+        sensitive = 0
         for a in sites:
             d = delta.get(a, 0)
-            knum[a] = abs(d * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
-        sensitive = [a for a in knum if knum[a]]
+            k = abs(d * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
+            knum[a] = k
+            if k:
+                sensitive += 1
+        share = budget // sensitive if sensitive else 0  # (unused when none is sensitive)
         for a in sorted(sites):
             p = prices[a]
-            if slack <= 0 or budget < 0:
-                bands[a] = (p, p)
-            elif not knum[a]:
+            k = knum[a]
+            if not k:
                 bands[a] = (0, UNBOUNDED)
             else:
-                move = (budget // len(sensitive)) * params[a][4] // knum[a]
-                bands[a] = (max(0, p - move), p + move)
+                move = share * params[a][4] // k
+                bands[a] = (p - move if p > move else 0, p + move)
         return bands
 
 
