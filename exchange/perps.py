@@ -291,17 +291,26 @@ class PerpClearing(SpotClearing):
         sums = resting.get(mid)
         if sums is None:
             sums = resting[mid] = [0, 0, 0, 0, 0, 0, 0]
-        k = 3 if o.side else 0
         lots = o.remaining
         if sign > 0:
-            sums[k] += lots
-            sums[k + 1] += o.price * lots
-            sums[k + 2] += o.reserved
+            if o.side:
+                sums[3] += lots
+                sums[4] += o.price * lots
+                sums[5] += o.reserved
+            else:
+                sums[0] += lots
+                sums[1] += o.price * lots
+                sums[2] += o.reserved
             sums[6] += 1
         else:
-            sums[k] -= lots
-            sums[k + 1] -= o.price * lots
-            sums[k + 2] -= o.reserved
+            if o.side:
+                sums[3] -= lots
+                sums[4] -= o.price * lots
+                sums[5] -= o.reserved
+            else:
+                sums[0] -= lots
+                sums[1] -= o.price * lots
+                sums[2] -= o.reserved
             sums[6] -= 1
             if not sums[6]:
                 del resting[mid]
@@ -676,7 +685,7 @@ class PerpClearing(SpotClearing):
         positions = self._positions(account) if account.positions else {}
         if order is not None or account.open_orders:
             moved: dict = {}  # what the what-if moves into balances (then the full path answers)
-            choices = self._what_if(account, positions, moved, order, None, True, True)
+            choices = self._what_if(account, positions, moved, order, None, True, True, False)
             if moved:
                 return None
         else:
@@ -751,11 +760,12 @@ class PerpClearing(SpotClearing):
         return self._prices
 
     def _what_if(self, account, positions: dict, balances: dict, order, replacing, with_resting: bool = True,
-                 guarded: bool = False) -> list:
+                 guarded: bool = False, ordered: bool = True) -> list:
         """The open-orders part of ``portfolio_of`` (see its docstring); returns
         ``[(market id, funding owed, value, low size, high size)]`` by market
-        id for the markets whose underlying has an oracle price and whose
-        quote is the model's (left out of ``positions``).
+        id (``ordered`` False: in no particular order, for the fast check,
+        which only sums them) for the markets whose underlying has an oracle
+        price and whose quote is the model's (left out of ``positions``).
 
         The new order fills (its worst fee paid); each resting order may fill
         or not, in part or in full - the account does not choose, and a
@@ -887,7 +897,7 @@ class PerpClearing(SpotClearing):
                 balances[quote] = balances.get(quote, 0) + cash
         if with_resting and len(account.open_orders) > perp_orders + (replacing is not None):
             self._spot_what_if(account, replacing, balances, choices, oracle, quote_id)
-        if len(choices) > 1:
+        if ordered and len(choices) > 1:  # (the fast check's sums do not need it)
             choices.sort()
         return choices
 
