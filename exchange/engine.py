@@ -75,7 +75,7 @@ _MOD = 1 << 256
 # An order's digest encoding when all its fields fit: address, then 13 signed
 # 64-bit fields (id, market, side, price, quantity, remaining, reserved,
 # fee_basis, fees_paid, client_order_id, stp, expires_at, seq).
-_ORDER_ENCODING = struct.Struct("<20s13q")
+_ORDER_ENCODING = struct.Struct("<c20s13q")  # the tag b"O", then the fields
 _FORMAT = b"blixt-exchange-state/1\n"
 
 
@@ -198,7 +198,7 @@ class Engine:
 
     def checkpoint(self) -> int:
         """Open a (nested) checkpoint; returns its token."""
-        if not self._checkpoints:
+        if not self._checkpoints and self._log:
             self._log.clear()
         token = self._next_checkpoint
         self._next_checkpoint = token + 1
@@ -285,8 +285,8 @@ class Engine:
                         # Fixed-width binary when every field fits 64 bits (the
                         # usual case, ~4x cheaper to encode than decimal text);
                         # packed straight from the attributes, no tuple ...
-                        encoding = b"O" + pack_order(
-                            obj.account.address, obj.id, obj.market, obj.side, obj.price, obj.quantity,
+                        encoding = pack_order(
+                            b"O", obj.account.address, obj.id, obj.market, obj.side, obj.price, obj.quantity,
                             obj.remaining, obj.reserved, obj.fee_basis, obj.fees_paid,
                             obj.client_order_id, obj.stp, obj.expires_at, obj.seq)
                     except struct_error:

@@ -162,10 +162,10 @@ class AutoBorrowing:
         if self.checked is account or not self._leveraged(account):
             return  # checked by place() already (see _check_spot_order), or cannot go below zero
         perps = self.engine._perps
-        model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.
         if perps._floor_available(account, now, None, self._fill_moves(market, side, price, lots, hold)) is not None:
             return  # at or above zero once filled (the full path's same figure)
+        model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if after >= 0:
