@@ -61,8 +61,12 @@ quote balance is first turned into loans (``margin.borrow``, at the book's
 best offers, when exchange/margin.py is there), then per asset the unpaid
 owed amount is written off the lenders' claims pro rata
 (``lending.share_default``): ``AccountDefaulted`` per asset, ``DefaultShared``
-per loan cut. A negative balance no lender could take stays on the account
-(reported in ``AccountDefaulted``).
+per loan cut. A negative balance no lender could take is paid by the insurance
+fund (``config.insurance``: its balance may go below zero; it is never
+liquidated, and the Tick never borrows for it), so the account ends at zero and
+is not liquidatable again. An account that still holds claims it LENT is not
+written off at all: it repays what it can pay in full and its other debts stay
+owed, whole, until the claims return (a later Liquidate finishes).
 
 Errors (errors.Reason): NOT_LIQUIDATABLE 55, NOTHING_TO_LIQUIDATE 56,
 TOO_MANY_DERISK_RULES 57, INVALID_DERISK_RULE 58, LIQUIDATION_BLOCKED 59.
@@ -188,10 +192,12 @@ class Marks:
 
 
 class Solvency:
-    __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading")
+    __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading",
+                 "insurance")
 
     def __init__(self, engine) -> None:
         self.engine = engine
+        self.insurance = engine.config.insurance  # address of the insurance fund (never liquidated)
         self.index = ThresholdIndex()
         self.watches: dict = {}  # address -> Watch
         self.liquidatable = SortedSet()  # addresses flagged
@@ -305,6 +311,8 @@ class Solvency:
     # ==== evaluation ======================================================
 
     def _exposed(self, a) -> bool:
+        if a.address == self.insurance:
+            return False  # the insurance fund's deficit is the operator's to fund, never liquidated
         if a.loans:
             for loan in a.loans.values():
                 if loan.borrower is a:
@@ -660,6 +668,13 @@ class Solvency:
             paid += i + p
         return paid
 
+    def _lends(self, a) -> bool:
+        """``a`` holds an open claim it lent."""
+        for loan in a.loans.values():
+            if loan.lender is a and loan.open:
+                return True
+        return False
+
     def _owed(self, a, asset: int, now: int) -> int:
         return sum(loan.owed(now) for loan in a.loans.values() if loan.borrower is a and loan.asset == asset)
 
@@ -740,16 +755,37 @@ class Solvency:
             if margin_part is not None and hasattr(margin_part, "borrow"):
                 margin_part.borrow(a, q, -a.available[q], now, events)
         # 5. per asset: what cannot be paid is written off the lenders' claims pro
-        #    rata first (so no lender is paid ahead of another), then the rest is repaid
+        #    rata first (so no lender is paid ahead of another), then the rest is
+        #    repaid; a negative balance no lender took goes to the insurance fund.
+        #    While the account still holds claims it LENT (they have a term and
+        #    cannot be sold), nothing is written off: its creditors keep their
+        #    full claims, debts it can pay now are repaid, the rest stays owed
+        #    until the claims come back and a later Liquidate finishes the job
+        #    (found by review: the defaulter's creditors were cut in full while
+        #    it kept its own claims, and withdrew them once repaid).
+        lends = self._lends(a)
+        insurance = None
         for i in range(engine._n_assets):
             owed = self._owed(a, i, now)
             have = max(0, a.available[i])
+            if lends:
+                if owed and owed <= have:
+                    self._repay(a, i, now, events)
+                continue
             cut = owed - have if owed > have else 0
             if cut:
                 engine.lending.share_default(a, i, cut, now, events)
             if owed:
                 self._repay(a, i, now, events)
             negative = -a.available[i] if a.available[i] < 0 else 0
+            if negative:
+                # Perp losses beyond what the account had and what lenders would
+                # take: the insurance fund pays them (its balance may go below
+                # zero; the operator funds it), so the loss never stays on a dead
+                # account to be borrowed later from whoever offers next.
+                if insurance is None:
+                    insurance = engine._account_for(engine.config.insurance)
+                engine._move_free(insurance, a, i, negative)
             if cut or negative:
                 shortfall_total += cut + negative
                 events.append(AccountDefaulted(a.address, ids[i], cut + negative, negative))

@@ -27,6 +27,8 @@ in three places::
         same way, without a margin check (the debt exists already; a loan only
         gives it a lender and a rate). What the book cannot lend stays
         negative and is the liquidation path's business (exchange/liquidation.py).
+        The insurance fund (config.insurance) is skipped: its deficit is what
+        defaults left, for the operator to fund, not a debt to lend against.
 
 Unpaid interest at maturity is not handled here: lending's maturity hook
 already rolls the shortfall (principal and interest) over against the best
@@ -272,7 +274,12 @@ class AutoBorrowing:
             return
         now = ctx.timestamp
         log = self.engine._log
+        insurance = self.engine.config.insurance
         for account in sorted(negative, key=_address):
+            if account.address == insurance:  # its deficit is the operator's to fund, not a borrower's
+                negative.discard(account)
+                log.append((_renote, account, negative))
+                continue
             available = account.available
             for asset in range(len(available)):
                 if available[asset] < 0:

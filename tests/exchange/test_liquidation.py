@@ -15,9 +15,9 @@ from exchange import Reason as R
 from exchange import Side
 from exchange import liquidation as lq
 
-from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, events_of, free, px
+from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, default_doc, events_of, free, px
 
-ETH_USDC, ETH_PERP, USDC_LEND = 0, 2, 4
+ETH_USDC, ETH_PERP, USDC_LEND, WETH_LEND = 0, 2, 4, 5
 DAVE = b"\xd0" * 20
 L1, L2 = b"\x11" * 20, b"\x12" * 20
 RATE = ex.RATE_SCALE
@@ -542,15 +542,90 @@ def test_a_restored_engine_goes_the_same_way_as_the_original(config):
     assert copy.to_bytes() == e.to_bytes()
 
 
-def test_a_default_that_leaves_a_negative_balance_passes_the_audit(perp, config):
-    """With no lender to take it, what a default leaves is a negative free
-    balance, which part 2 allows: the audit must not call it a broken
-    invariant (it did; found by review), while the books still balance."""
+def test_a_default_no_lender_takes_goes_to_the_insurance_fund(perp, config):
+    """Perp losses beyond the account's money with no lender to take them: the
+    insurance fund (the oracle account unless configured) pays the negative
+    balance - its own balance may go below zero, which the audit allows - so
+    the dead account ends at zero, is not liquidatable again (it re-emitted the
+    same default forever) and no later lender inherits the loss (the next
+    Tick borrowed it from whoever offered next; found by review)."""
     e = perp
+    insurance = config.insurance
+    assert insurance == config.oracle  # the default
     long_perp(e, ALICE, 1000 * USD, ETH)
     oracle(e, config, 1700 * USD)
     place(e, BOB, ETH_PERP, Side.BUY, px(1600), ETH)
+    fund = e.balances(insurance).get(USDC, (0, 0))[0]
     result, events = e.apply(ex.Liquidate(CAROL, ALICE), CTX)
-    assert result.shortfall > 0 and events_of(events, ex.AccountDefaulted)[0].negative > 0
-    assert free(e, ALICE, USDC) < 0
+    defaulted = events_of(events, ex.AccountDefaulted)
+    assert result.shortfall > 0 and [(d.asset, d.shortfall, d.negative) for d in defaulted] == [
+        (USDC, result.shortfall, result.shortfall)]
+    assert free(e, ALICE, USDC) == 0 and e.loans(ALICE, CTX.timestamp) == []
+    assert free(e, insurance, USDC) == fund - result.shortfall < 0
+    conserved(e)
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert err.value.reason == R.NOTHING_TO_LIQUIDATE
+    with pytest.raises(ex.ExchangeError) as err:  # nor the fund itself, however deep its deficit
+        e.apply(ex.Liquidate(CAROL, insurance), CTX)
+    assert err.value.reason == R.NOTHING_TO_LIQUIDATE
+    # a lender arriving later lends to nobody at the Tick, the fund included
+    e.apply(ex.Deposit(L1, USDC, 10_000 * USD), CTX)
+    place(e, L1, USDC_LEND, Side.SELL, 50_000_000, 10_000 * USD)
+    e.apply(ex.Tick(), at(CTX.timestamp + 1))
+    assert e.loans(L1, CTX.timestamp + 1) == [] and free(e, insurance, USDC) == fund - result.shortfall
+    e.apply(ex.Deposit(insurance, USDC, result.shortfall), CTX)  # the operator funds it
+    assert free(e, insurance, USDC) == fund
+    conserved(e)
+
+
+def test_a_configured_insurance_fund_takes_the_default(config):
+    doc = default_doc()
+    doc["exchange"]["insurance_fund"] = "0x" + "1f" * 20
+    cfg = ex.load(doc)
+    assert cfg.insurance == b"\x1f" * 20
+    e = ex.Engine(cfg)
+    for who in (BOB, CAROL):
+        e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), CTX)
+    oracle(e, cfg, 3000 * USD)
+    long_perp(e, ALICE, 1000 * USD, ETH)
+    oracle(e, cfg, 1700 * USD)
+    place(e, BOB, ETH_PERP, Side.BUY, px(1600), ETH)
+    result, _ = e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert free(e, b"\x1f" * 20, USDC) == -result.shortfall < 0 and e.balances(config.oracle) == {}
+    conserved(e)
+
+
+def test_a_defaulter_that_lent_keeps_its_debts_owed_until_its_claims_return(perp, config):
+    """An account under water that LENT money (a claim with a term, which the
+    unwind cannot sell) is not written off: its creditors keep their full
+    claims (they were cut in full while the defaulter kept its own claim and
+    withdrew it once repaid - found by review); debts stay owed, its money
+    stays checked, and a later Liquidate finishes the job."""
+    e = perp
+    x = b"\x99" * 20
+    e.apply(ex.Deposit(x, USDC, 1_000_000 * USD), CTX)
+    e.apply(ex.Deposit(x, WETH, 100 * ETH), CTX)
+    e.apply(ex.Deposit(DAVE, USDC, 1000 * USD), CTX)
+    place(e, DAVE, USDC_LEND, Side.SELL, 50_000_000, 1000 * USD)  # DAVE lends its 1000 USDC to x
+    place(e, x, USDC_LEND, Side.BUY, 50_000_000, 1000 * USD, time_in_force=ex.TimeInForce.IOC)
+    place(e, BOB, WETH_LEND, Side.SELL, 50_000_000, 10 * ETH)
+    e.apply(ex.Withdraw(DAVE, WETH, ETH // 4), CTX)  # borrows 0.25 WETH from BOB
+    oracle(e, config, 3600 * USD)
+    assert e.margin(DAVE, CTX.timestamp).available_liq <= 0
+    place(e, CAROL, ETH_USDC, Side.SELL, px(3600), 10 * ETH)
+    claim = [(v.loan_id, v.principal) for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE]
+    result, events = e.apply(ex.Liquidate(CAROL, DAVE), CTX)
+    assert result.shortfall == 0 and result.reward == 0
+    assert events_of(events, ex.DefaultShared) == [] and events_of(events, ex.AccountDefaulted) == []
+    assert [(v.loan_id, v.principal) for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE] == claim
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.Withdraw(DAVE, USDC, 1), CTX)
+    assert err.value.reason in (R.INSUFFICIENT_MARGIN, R.INSUFFICIENT_BALANCE)
+    # x repays DAVE: DAVE now holds USDC against its WETH debt, which is still owed in full
+    later = at(CTX.timestamp + 86_400)
+    lent = [v.loan_id for v in e.loans(x, later.timestamp) if v.lender == DAVE]
+    e.apply(ex.RepayLoan(x, lent[0], 10**30), later)
+    assert free(e, DAVE, USDC) > 1000 * USD
+    assert [(v.loan_id, v.principal) for v in e.loans(BOB, later.timestamp) if v.borrower == DAVE] == claim
     conserved(e)
