@@ -25,8 +25,16 @@ added to the spot hot path. A batch re-bands every marked account:
          a policy condition holds -> queued for the next Tick
          new bands
     Tick (the last block hook)
-      median-mark perp markets whose mark moved since the last Tick: crossed
-      accounts of their underlying; batch re-band; run the queued policies.
+      median-mark perp markets: the accounts whose band on the mark's own
+      axis (key -1 - market id) no longer holds the mark (index.outside);
+      batch re-band; run the queued policies.
+
+A median mark moves without the oracle (the book, the last trade), so a
+position in such a market has a mark axis of its own (``_median_marks``,
+``RiskModel.safe_band(..., marks)``: its size leaves the PnL slope of the
+underlying's band and gets a band of the mark; found by review: a short
+whose mark rose past its liquidation level was never flagged), and so has a
+MARK_ABOVE / MARK_BELOW rule on such a market.
 
 The bands do not foresee drift that changes no object (funding index steps,
 interest accrual): such an account is looked at again on its next touch,
@@ -193,11 +201,14 @@ class Marks:
 
 class Solvency:
     __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading",
-                 "insurance")
+                 "insurance", "median")
 
     def __init__(self, engine) -> None:
         self.engine = engine
         self.insurance = engine.config.insurance  # address of the insurance fund (never liquidated)
+        # perp markets whose mark is a median (ids, sorted): a mark axis of their own in the index
+        self.median = sorted(m.id for m in engine.config.markets
+                             if m.kind is MarketKind.PERP and m.mark is MarkMethod.MEDIAN)
         self.index = ThresholdIndex()
         self.watches: dict = {}  # address -> Watch
         self.liquidatable = SortedSet()  # addresses flagged
@@ -323,6 +334,21 @@ class Solvency:
         q = self._quote_index()
         return a.available[q] < 0
 
+    def _median_marks(self, a) -> list:
+        """``a``'s positions in median-mark perp markets as safe_band's mark
+        axes ``[(key, asset id, size, mark)]``, key ``-1 - market id`` (not an
+        asset id: those are >= 0), by market id."""
+        engine = self.engine
+        out = []
+        for mid in self.median:
+            pos = a.positions.get(mid)
+            if pos is not None and pos.size:
+                m = engine._markets[mid]
+                mark = engine._perps.mark_price(m)
+                if mark is not None:
+                    out.append((-1 - mid, engine._asset_ids[m.base], pos.size, mark))
+        return out
+
     def _quote_index(self) -> int:
         return self.engine._asset_index[self._model().quote]
 
@@ -375,13 +401,15 @@ class Solvency:
             return
         self.evaluations += 1
         model = self._model()
+        marks = self._median_marks(a) if exposed and self.median else ()
         if policy:
             try:
                 margin, portfolio, prices = self._evaluate(a, now)
             except ExchangeError:  # an asset without a price: looked at again when one arrives
                 return
             available_liq = margin.available_liq
-            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq) if exposed else {}
+            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq,
+                                    marks=marks) if exposed else {}
         else:
             # No policy: the liquidation level is all it needs (RiskModel.available_liq,
             # evaluate's figure exactly, without the rest of the Margin).
@@ -389,7 +417,7 @@ class Solvency:
             portfolio, prices = perps.portfolio_of(a, now, None, None, False, True)  # available alone
             try:
                 # exposed here (else it returned above): the bands too, in the same pass
-                available_liq, bands = model.liq_band(portfolio, prices)
+                available_liq, bands = model.liq_band(portfolio, prices, marks)
             except KeyError:  # an asset without a price: looked at again when one arrives
                 return
         flagged = exposed and available_liq <= 0
@@ -400,13 +428,17 @@ class Solvency:
             c = rule.condition
             if c == AVAILABLE_OPEN_BELOW or c == AVAILABLE_LIQ_BELOW:
                 extra = model.safe_band(portfolio, prices, OPEN if c == AVAILABLE_OPEN_BELOW else LIQ,
-                                        rule.threshold - 1, margin)
+                                        rule.threshold - 1, margin, marks=marks)
             else:
                 found = self._mark_of(rule.subject)
                 if found is None:
                     continue
                 asset, mark = found
-                p = prices.get(asset, mark)
+                if rule.subject in self.median:  # its mark moves on its own axis
+                    asset = -1 - rule.subject
+                    p = mark
+                else:
+                    p = prices.get(asset, mark)
                 if (c == MARK_ABOVE and mark > rule.threshold) or (c == MARK_BELOW and mark < rule.threshold):
                     extra = {asset: (p, p)}
                 elif c == MARK_ABOVE:
@@ -417,6 +449,12 @@ class Solvency:
                 was = bands.get(asset)
                 bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
         queued = holds and requeue
+        if self.median:
+            prices = dict(prices)
+            for mid in self.median:
+                key = -1 - mid
+                if key in bands:
+                    prices[key] = self._mark_of(mid)[1]
         bands = _coarse(bands, prices)
         totals = _totals(a) if a is not None else None
         if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
@@ -462,14 +500,14 @@ class Solvency:
         now = ctx.timestamp
         extra: set = set()
         marks = self.marks
-        for mid in sorted(engine._perps.markets):
+        for mid in self.median:
             m = engine._markets[mid]
-            if m.config.mark is not MarkMethod.MEDIAN:
-                continue
             mark = engine._perps.mark_price(m)
             last = marks.last_marks.get(mid)
-            if mark is not None and last is not None and mark != last:
-                extra.update(self.index.crossed(engine._asset_ids[m.base], last, mark))
+            if mark is not None:
+                # Every band on this mark's axis that no longer holds it (each was
+                # set at the mark of its own re-banding, not at the last Tick's).
+                extra.update(self.index.outside(-1 - mid, mark))
             if mark != last and mark is not None:
                 self._snap_marks()
                 marks.last_marks[mid] = mark
