@@ -89,7 +89,8 @@ class AutoBorrowing:
 
     # ==== the engine's INSUFFICIENT_BALANCE branches ======================
 
-    def place(self, c, ctx, market, account, side: int, price: int, lots: int, asset: int, hold: int):
+    def place(self, c, ctx, market, account, side: int, price: int, lots: int, asset: int, hold: int,
+              rests: bool = False):
         """PlaceOrder whose hold exceeds the free balance: borrow the
         shortfall within margin, then place it. Raises with nothing changed."""
         if market.kind is MarketKind.LENDING:
@@ -102,7 +103,7 @@ class AutoBorrowing:
             events: list = []
             self._borrow_or_raise(account, asset, shortfall, ctx.timestamp, events)
             if market.clearing.__class__ is SpotClearing:
-                self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp)
+                self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp, rests)
                 self.checked = account
             else:
                 # A perp order's fee hold borrowed: the loans stay (their interest to
@@ -153,20 +154,28 @@ class AutoBorrowing:
             raise ExchangeError(Reason.BORROW_UNAVAILABLE, f"lending book {market.id} cannot lend {shortfall}")
         self._execute(market, account, plan, now, events)
 
-    def check_spot_fit(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+    def check_spot_fit(self, market, account, side: int, price: int, lots: int, hold: int, now: int,
+                       rests: bool = False, replacing=None) -> None:
         """A spot order that fits the free balance, by an account with positions
         or loans: INSUFFICIENT_MARGIN if, filled in full at its limit price paying
         its worst fee, it would leave opening-level available margin below zero -
         unless it does not lower it (an account already under water may still
-        trade its way out). Placing it unfilled moves balance between free and
-        held only, which changes no margin."""
+        trade its way out). An order that may rest (``rests``; ``replacing``: the
+        order a ModifyOrder re-queues, out of the figures) is judged resting too,
+        as the what-if will count it from then on: its loss against the oracle,
+        its worst fee and a unit per lot, filled or not (``_resting``; found by
+        the property test: a resting buy that shrank a WETH debt passed filled
+        and left the account below zero unfilled)."""
         if self.checked is account or not self._leveraged(account):
             return  # checked by place() already (see _check_spot_order), or cannot go below zero
         perps = self.engine._perps
         model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.
-        portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
+        portfolio, prices = perps.portfolio_of(account, now, None, replacing, True, True)
         after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        if rests:
+            portfolio, prices = perps.portfolio_of(account, now, None, replacing, True, True)
+            after = min(after, self._resting(market, portfolio, prices, side, price, lots, model))
         if after >= 0:
             return
         # Under water once filled: allowed only if it does not lower the margin,
@@ -178,9 +187,37 @@ class AutoBorrowing:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
         portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
         bare = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        if rests:
+            portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
+            bare = min(bare, self._resting(market, portfolio, prices, side, price, lots, model))
         portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
         if bare < 0 and bare < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
+
+    def _resting(self, market, portfolio, prices, side: int, price: int, lots: int, model) -> int:
+        """Opening-level available margin of ``portfolio`` with the spot order
+        resting, as ``PerpClearing._spot_what_if`` counts it (one more choice:
+        the base exposure from nothing to all of it filled, at its loss against
+        the oracle, never its profit, less its worst fee and a unit per lot; an
+        unpriced base: the buy's whole notional, no exposure). The hold moves
+        free -> held, which the balances count either way."""
+        engine = self.engine
+        perps = engine._perps
+        oracle = perps.oracle.prices[market.base]
+        scale = 10 ** perps.decimals[market.base]
+        notional = price * lots
+        worth = lots * market.lot_size * oracle
+        against = worth - notional * scale if side == BUY else notional * scale - worth
+        value = (against if against < 0 else 0) // scale - lots + (-notional * market.max_fee // FEE_SCALE)
+        ids = engine._asset_ids
+        if oracle:
+            amount = lots * market.lot_size
+            choice = (ids[market.base], value, 0 if side == BUY else -amount, amount if side == BUY else 0)
+            portfolio.choices = sorted([*portfolio.choices, choice])
+        else:
+            quote = ids[market.quote]
+            portfolio.balances[quote] = portfolio.balances.get(quote, 0) + value
+        return perps._available(model, portfolio, prices)
 
     def _leveraged(self, account) -> bool:
         """A perp position, a resting perp order, a loan or a negative
@@ -207,7 +244,8 @@ class AutoBorrowing:
             balances[got] = balances.get(got, 0) + got_amount
         return self.engine._perps._available(model, portfolio, prices)
 
-    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int,
+                          rests: bool = False) -> None:
         """INSUFFICIENT_MARGIN unless the spot order, filled in full at its
         limit price paying its worst fee, with the loans just opened, leaves
         opening-level available margin >= 0 - and so does not filling it at
@@ -220,6 +258,9 @@ class AutoBorrowing:
         if unfilled < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
         available = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        if rests:  # and resting, as check_spot_fit judges an order that may rest
+            portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
+            available = min(available, self._resting(market, portfolio, prices, side, price, lots, model))
         if available < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 

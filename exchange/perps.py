@@ -357,19 +357,25 @@ class PerpClearing(SpotClearing):
             lots = min(lots, abs(size) // market.lot_size)
         if not self.oracle.prices[market.base]:
             raise ExchangeError(Reason.NO_ORACLE_PRICE)
-        self._check_margin(market, account, side, price, lots, reduce_only)
+        self._check_margin(market, account, side, price, lots, reduce_only,
+                           rests=tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY)
         return lots
 
-    def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None) -> None:
+    def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None,
+                      rests: bool = True) -> None:
         """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
         (its worst fee paid), with the account's other open perp orders filling
         or not, their profits not counted (``_what_if``), leaves opening-level
-        available margin >= 0.
+        available margin >= 0. An order that may rest (``rests``: GTC,
+        post-only, a modified order) is judged as it will then count: filled
+        or not, in part or in full, its loss and fee in either way (found by
+        the property test: a resting buy that shrank a short passed filled,
+        and its unfilled corner left the account below zero).
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
         model = self.model or self.risk_model()
-        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing, True, True)
+        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots, rests), replacing, True, True)
         after = self._available(model, portfolio, prices)
         if after >= 0:
             return
@@ -381,7 +387,8 @@ class PerpClearing(SpotClearing):
             portfolio, prices = self.portfolio_of(account, now, None, replacing, True, True)
             if after >= self._available(model, portfolio, prices, exact=True):
                 bare_after = self._available(model, *self.portfolio_of(
-                    account, now, (market, side, price, lots), replacing, True, True, resting=False), exact=True)
+                    account, now, (market, side, price, lots, False), replacing, True, True, resting=False),
+                    exact=True)
                 bare_before = self._available(model, *self.portfolio_of(account, now, None, None, False, True),
                                               exact=True)
                 if bare_after >= 0 or bare_after >= bare_before:
@@ -613,11 +620,11 @@ class PerpClearing(SpotClearing):
             replacing = None
         ids = self.engine._asset_ids
         new = None
-        if order is not None:  # (market id, side, price, lots, its worst fee)
-            m, side, price, lots = order
-            new = (m.id, side, price, lots, -(price * lots * m.max_fee // -FEE_SCALE))
-        if replacing is not None:
-            # a modified order's old self is out of the what-if
+        if order is not None:  # (market id, side, price, lots, its worst fee, may rest)
+            m, side, price, lots, rests = order
+            new = (m.id, side, price, lots, -(price * lots * m.max_fee // -FEE_SCALE), rests)
+        if replacing is not None and replacing.market in resting:
+            # a modified perp order's old self is out of the what-if (a spot one: _spot_what_if)
             mid = replacing.market
             resting = dict(resting)
             sums = resting[mid] = list(resting[mid])
@@ -660,12 +667,19 @@ class PerpClearing(SpotClearing):
                 sell_ref = lot * (mark if mark > index else index)
                 losses = 0  # sum of lots x (price against the reference), times ``one``, where negative
                 if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
-                    _, side, price, lots, fee = new
+                    _, side, price, lots, fee, rests = new
                     against = lots * (buy_ref - price * one) if side == BUY else lots * (price * one - sell_ref)
                     if against < 0:
                         losses += against
-                    value -= fee + lots
-                    size += lots * lot if side == BUY else -lots * lot
+                    if rests:  # filled or not, as a resting order (its unit per lot below)
+                        value -= fee
+                        if side == BUY:
+                            bought += lots
+                        else:
+                            sold += lots
+                    else:
+                        value -= fee + lots
+                        size += lots * lot if side == BUY else -lots * lot
                 if bought and (m.book.bids.best or 0) * one > buy_ref:
                     losses += self._losses(account, mid, BUY, replacing, buy_ref, one)
                 if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
@@ -676,7 +690,7 @@ class PerpClearing(SpotClearing):
                 continue
             cash = 0
             if new is not None and new[0] == mid:  # (no oracle price / another quote) the order fills first
-                _, side, price, lots, fee = new
+                _, side, price, lots, fee, _ = new
                 size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
                                               price * lots, price, lot)
                 cash = realized - fee
