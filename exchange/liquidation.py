@@ -36,9 +36,17 @@ underlying's band and gets a band of the mark; found by review: a short
 whose mark rose past its liquidation level was never flagged), and so has a
 MARK_ABOVE / MARK_BELOW rule on such a market.
 
-The bands do not foresee drift that changes no object (funding index steps,
-interest accrual): such an account is looked at again on its next touch,
-its next crossing, or by Liquidate itself, which always evaluates on the spot.
+Drift that changes no object - funding payments (a step of the market's
+index once an interval), the interest of an overdue borrowing - is foreseen
+by a **time axis** (key ``DRIFT``): the price bands of an account that
+drifts use only half of each level's slack (``risk.held_back_of``); the other
+half absorbs ``k = held // _drift(a)`` payments (``_drift``: per position
+``|size| x funding_cap x 2 x oracle``, the oracle band capped at twice
+today's), so its band on the time axis ends at the k-th payment (at least
+the next one) and each Tick re-bands the accounts whose time band it has
+passed (``index.outside(DRIFT, now)``), after perps' funding hook. So funding
+alone flags an account, or runs its policy, at the Tick that moves it (lending
+interest within a term changes no available margin: it is deducted to term).
 
 **De-risk policies.** ``SetDeriskPolicy(account, rules)``: at most
 ``MAX_DERISK_RULES`` rules, each 6 ints (``DeriskRule``; the command takes
@@ -105,11 +113,14 @@ from .events import (
 )
 from .lending import Loan
 from .perps import Position
-from .risk import LIQ, OPEN, PPM, UNBOUNDED, ThresholdIndex
-from .types import FEE_SCALE, CancelReason, MarketKind, MarketStatus, MarkMethod, OrderType, SelfTradePrevention
+from .risk import LIQ, OPEN, PPM, UNBOUNDED, ThresholdIndex, held_back_of
+from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarketStatus, MarkMethod, OrderType, SelfTradePrevention
 from .types import Side, TimeInForce
 
 MAX_DERISK_RULES = 8
+# The time axis of the account index: an account's band there ends when the
+# slack its price bands left for funding payments may be used up.
+DRIFT = -(2**62)
 RULE_WIDTH = 6  # ints per rule in SetDeriskPolicy.rules
 
 # conditions
@@ -334,6 +345,32 @@ class Solvency:
         q = self._quote_index()
         return a.available[q] < 0
 
+    def _drift(self, a) -> int:
+        """The most one funding payment can take from ``a`` (quote units):
+        per position ``|size| x funding_cap x 2 x oracle`` (the bands keep the
+        oracle below twice today's) plus two units of rounding; and the
+        interest an overdue borrowing accrues over an interval (past its
+        term it is no longer deducted in advance). 0: nothing drifts."""
+        engine = self.engine
+        perps = engine._perps
+        oracle = perps.oracle.prices
+        decimals = perps.decimals
+        total = 0
+        for mid, pos in a.positions.items():  # a sum: the order does not matter
+            if pos.size:
+                m = engine._markets[mid]
+                p = oracle[m.base]
+                if p:
+                    total += abs(pos.size) * m.config.funding_cap * 2 * p // (PPM * 10 ** decimals[m.base]) + 2
+        if a.loans:
+            interval = engine.config.funding_interval
+            for loan in a.loans.values():
+                if loan.borrower is a and loan.overdue and loan.open:
+                    p = oracle[loan.asset] if loan.asset != self._quote_index() else 10 ** decimals[loan.asset]
+                    owed = -(-loan.principal * loan.rate * interval // (RATE_SCALE * 31_536_000)) + 1
+                    total += owed * 2 * max(p, 1) // 10 ** decimals[loan.asset] + 1
+        return total
+
     def _median_marks(self, a) -> list:
         """``a``'s positions in median-mark perp markets as safe_band's mark
         axes ``[(key, asset id, size, mark)]``, key ``-1 - market id`` (not an
@@ -402,13 +439,20 @@ class Solvency:
         self.evaluations += 1
         model = self._model()
         marks = self._median_marks(a) if exposed and self.median else ()
+        drift = self._drift(a) if exposed else 0
+        horizons = []  # per band level: the funding payments its held-back slack absorbs
         if policy:
             try:
                 margin, portfolio, prices = self._evaluate(a, now)
             except ExchangeError:  # an asset without a price: looked at again when one arrives
                 return
             available_liq = margin.available_liq
-            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq,
+            banded = available_liq
+            if drift:
+                held = held_back_of(available_liq, 0)
+                banded -= held
+                horizons.append(held // drift)
+            bands = model.safe_band(portfolio, prices, LIQ, 0, available=banded,
                                     marks=marks) if exposed else {}
         else:
             # No policy: the liquidation level is all it needs (RiskModel.available_liq,
@@ -417,7 +461,9 @@ class Solvency:
             portfolio, prices = perps.portfolio_of(a, now, None, None, False, True)  # available alone
             try:
                 # exposed here (else it returned above): the bands too, in the same pass
-                available_liq, bands = model.liq_band(portfolio, prices, marks)
+                available_liq, bands = model.liq_band(portfolio, prices, marks, held_back=bool(drift))
+                if drift:
+                    horizons.append(held_back_of(available_liq, 0) // drift)
             except KeyError:  # an asset without a price: looked at again when one arrives
                 return
         flagged = exposed and available_liq <= 0
@@ -427,8 +473,14 @@ class Solvency:
                 holds = True
             c = rule.condition
             if c == AVAILABLE_OPEN_BELOW or c == AVAILABLE_LIQ_BELOW:
-                extra = model.safe_band(portfolio, prices, OPEN if c == AVAILABLE_OPEN_BELOW else LIQ,
-                                        rule.threshold - 1, margin, marks=marks)
+                level = OPEN if c == AVAILABLE_OPEN_BELOW else LIQ
+                banded = margin.available_open if c == AVAILABLE_OPEN_BELOW else margin.available_liq
+                if drift:
+                    held = held_back_of(banded, rule.threshold - 1)
+                    banded -= held
+                    horizons.append(held // drift)
+                extra = model.safe_band(portfolio, prices, level, rule.threshold - 1, available=banded,
+                                        marks=marks)
             else:
                 found = self._mark_of(rule.subject)
                 if found is None:
@@ -449,6 +501,22 @@ class Solvency:
                 was = bands.get(asset)
                 bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
         queued = holds and requeue
+        if drift:
+            # Funding payments change no object: the bands above leave half their
+            # slack for them, which lasts min(horizons) payments (at least the
+            # next one); the account is re-banded at the first Tick from then on
+            # (the time axis, read by on_block). Payments are priced at the
+            # oracle, at most twice today's within the bands.
+            interval = engine.config.funding_interval
+            until = (now // interval + max(1, min(horizons))) * interval
+            bands[DRIFT] = (0, until - 1)
+            ids = engine._asset_ids
+            for mid, pos in a.positions.items():
+                if pos.size:
+                    asset = ids[engine._markets[mid].base]
+                    band = bands.get(asset)
+                    if band is not None and asset in prices and band[1] > 2 * prices[asset]:
+                        bands[asset] = (band[0], 2 * prices[asset])
         if self.median:
             prices = dict(prices)
             for mid in self.median:
@@ -511,6 +579,7 @@ class Solvency:
             if mark != last and mark is not None:
                 self._snap_marks()
                 marks.last_marks[mid] = mark
+        extra.update(self.index.outside(DRIFT, now))  # funding payments may have used up their slack
         self._batch(now, events, extra)
         for address in list(self.queue):
             self._run_policy(address, ctx, events)

@@ -580,13 +580,15 @@ class RiskModel:
             loss += 1
         return loss
 
-    def liq_band(self, portfolio: Portfolio, prices, marks=()) -> tuple[int, dict]:
+    def liq_band(self, portfolio: Portfolio, prices, marks=(), held_back: bool = False) -> tuple[int, dict]:
         """``(available_liq(p, prices), safe_band(p, prices, LIQ, 0, available=that, marks=marks))``
         (the re-banding of an account without a de-risk policy needs both;
-        tests/exchange/test_fast_checks.py)."""
+        tests/exchange/test_fast_checks.py). ``held_back``: the bands leave
+        ``held_back(available)`` of the slack unused (for drift, the caller's)."""
         available = self._available(portfolio, prices, 2, 6)
         delta, haircut, sites = self._exposures(portfolio)
-        return available, self._bands(delta, haircut, sites, prices, available, 0, 2, marks)
+        banded = available - held_back_of(available, 0) if held_back else available
+        return available, self._bands(delta, haircut, sites, prices, banded, 0, 2, marks)
 
     def _correlated(self, exposed) -> tuple:
         """Losses at both levels and the binding scenario of two or more
@@ -764,6 +766,13 @@ class RiskModel:
                 move = (budget // sensitive) * params[a][4] // (abs(size) * PPM)
                 bands[key] = (max(0, mark - move), mark + move)
         return bands
+
+
+def held_back_of(available: int, floor: int) -> int:
+    """The part of the slack above ``floor`` that price bands leave for drift
+    (funding payments that change no object): half of it."""
+    slack = available - floor
+    return slack // 2 if slack > 0 else 0
 
 
 # ==== threshold index =========================================================
