@@ -508,7 +508,9 @@ class Solvency:
             # (the time axis, read by on_block). Payments are priced at the
             # oracle, at most twice today's within the bands.
             interval = engine.config.funding_interval
-            until = (now // interval + max(1, min(horizons))) * interval
+            # k rounded down to a power of two: most re-bandings leave the end as it was
+            k = max(1, min(horizons))
+            until = (now // interval + (1 << (k.bit_length() - 1))) * interval
             bands[DRIFT] = (0, until - 1)
             ids = engine._asset_ids
             for mid, pos in a.positions.items():

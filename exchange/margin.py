@@ -172,10 +172,10 @@ class AutoBorrowing:
         model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.
         portfolio, prices = perps.portfolio_of(account, now, None, replacing, True, True)
-        after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
-        if rests:
-            portfolio, prices = perps.portfolio_of(account, now, None, replacing, True, True)
-            after = min(after, self._resting(market, portfolio, prices, side, price, lots, model))
+        # Resting, it counts at or below its filled figure (that is its fullest
+        # corner, the profit left out): the one figure is enough.
+        judge = self._resting if rests else self._filled
+        after = judge(market, portfolio, prices, side, price, lots, hold, model)
         if after >= 0:
             return
         # Under water once filled: allowed only if it does not lower the margin,
@@ -186,15 +186,12 @@ class AutoBorrowing:
         if after < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
         portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
-        bare = self._filled(market, portfolio, prices, side, price, lots, hold, model)
-        if rests:
-            portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
-            bare = min(bare, self._resting(market, portfolio, prices, side, price, lots, model))
+        bare = judge(market, portfolio, prices, side, price, lots, hold, model)
         portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
         if bare < 0 and bare < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
 
-    def _resting(self, market, portfolio, prices, side: int, price: int, lots: int, model) -> int:
+    def _resting(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
         """Opening-level available margin of ``portfolio`` with the spot order
         resting, as ``PerpClearing._spot_what_if`` counts it (one more choice:
         the base exposure from nothing to all of it filled, at its loss against
@@ -254,13 +251,13 @@ class AutoBorrowing:
         perps = self.engine._perps
         model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
-        unfilled = perps._available(model, portfolio, prices)
-        if unfilled < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
-        available = self._filled(market, portfolio, prices, side, price, lots, hold, model)
-        if rests:  # and resting, as check_spot_fit judges an order that may rest
-            portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
-            available = min(available, self._resting(market, portfolio, prices, side, price, lots, model))
+        if rests:  # resting: at or below both ends (its corners, the profit left out)
+            available = self._resting(market, portfolio, prices, side, price, lots, hold, model)
+        else:
+            unfilled = perps._available(model, portfolio, prices)
+            if unfilled < 0:
+                raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
+            available = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if available < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 

@@ -666,27 +666,26 @@ class PerpClearing(SpotClearing):
                 buy_ref = lot * (mark if mark < index else index)  # of one lot, times ``one``
                 sell_ref = lot * (mark if mark > index else index)
                 losses = 0  # sum of lots x (price against the reference), times ``one``, where negative
+                low = high = 0  # the new order's share of the range (lots) when it may rest
                 if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
                     _, side, price, lots, fee, rests = new
                     against = lots * (buy_ref - price * one) if side == BUY else lots * (price * one - sell_ref)
                     if against < 0:
                         losses += against
-                    if rests:  # filled or not, as a resting order (its unit per lot below)
-                        value -= fee
-                        if side == BUY:
-                            bought += lots
-                        else:
-                            sold += lots
-                    else:
-                        value -= fee + lots
+                    value -= fee + lots
+                    if not rests:
                         size += lots * lot if side == BUY else -lots * lot
+                    elif side == BUY:  # filled or not, as a resting order
+                        high = lots
+                    else:
+                        low = lots
                 if bought and (m.book.bids.best or 0) * one > buy_ref:
                     losses += self._losses(account, mid, BUY, replacing, buy_ref, one)
                 if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
                     losses += self._losses(account, mid, 1, replacing, sell_ref, one)
                 value += losses // one - buy_held - sell_held - bought - sold
                 positions.pop(mid, None)
-                choices.append((mid, owed, value, size - sold * lot, size + bought * lot))
+                choices.append((mid, owed, value, size - (sold + low) * lot, size + (bought + high) * lot))
                 continue
             cash = 0
             if new is not None and new[0] == mid:  # (no oracle price / another quote) the order fills first
