@@ -18,7 +18,7 @@ from .types import FEE_SCALE, MarketKind, MarketStatus
 
 class Account:
     __slots__ = ("address", "available", "reserved", "open_orders", "client_ids", "fills", "exists", "snap", "digest_term",
-                 "positions", "loans", "loans_snap", "resting", "resting_gen")
+                 "positions", "loans", "loans_snap", "resting", "resting_gen", "spot_resting", "spot_gen")
 
     def __init__(self, address: bytes, assets: int, fills_kept: int) -> None:
         self.address = address
@@ -43,6 +43,14 @@ class Account:
         # while resting_gen equals PerpClearing.resting_gen (an undo bumps it).
         self.resting: dict | None = None
         self.resting_gen = -1
+        # The same for its resting SPOT orders, per spot market id: [bought,
+        # sold (base units), lots + each order's worst fee] (PerpClearing.
+        # _spot_what_if). None until the first portfolio check that reads
+        # them: a part-1 account never keeps them (the spot hot path tests
+        # ``spot_resting is not None`` and nothing else). Valid while
+        # spot_gen equals PerpClearing.resting_gen.
+        self.spot_resting: dict | None = None
+        self.spot_gen = -1
 
 
 class Market:

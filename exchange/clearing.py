@@ -187,6 +187,8 @@ class SpotClearing:
                 maker_account.reserved[quote] -= cost
                 maker_account.available[base] += base_amount
             fee_available[quote] += taker_fee + maker_fee
+            if maker_account.spot_resting is not None:  # (None: a part-1 account, nothing kept)
+                engine._perps.spot_filled(maker, lots)
             dirty_add(maker_account)
             dirty_add(maker)
             trade_id = engine._next_trade_id

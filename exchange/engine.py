@@ -212,7 +212,7 @@ class Engine:
         # the portfolio caches validate against: drop them (lending.terms_by_id, margin_terms).
         self.lending._terms_cache.clear()
         self.lending._fixed_cache.clear()
-        self._clearing[MarketKind.PERP].resting_gen += 1  # every Account.resting too
+        self._clearing[MarketKind.PERP].resting_gen += 1  # every Account.resting and spot_resting too
         # A fresh epoch: whatever is changed next journals itself again. An
         # object the undone part snapped (an order, a watch, a market) may still
         # carry the current epoch, and a later change in this epoch - the next
@@ -663,6 +663,8 @@ class Engine:
                 account.open_orders[order_id] = o
                 if m.kind is _PERP:
                     clearing.rested(o, 1)
+                elif account.spot_resting is not None:  # (None: a part-1 account, nothing kept)
+                    self._clearing[_PERP].spot_rested(o, 1)
                 if cid:
                     if account.client_ids is None:
                         account.client_ids = {}
@@ -756,6 +758,8 @@ class Engine:
         del a.open_orders[o.id]
         if m.kind is _PERP:
             m.clearing.rested(o, -1)
+        elif a.spot_resting is not None:
+            self._clearing[_PERP].spot_rested(o, -1)
         if o.client_order_id:
             del a.client_ids[o.client_order_id]
         if o.expires_at:
@@ -843,6 +847,8 @@ class Engine:
         perp = m.kind is _PERP
         if perp:
             clearing.rested(o, -1)  # its fields change: out of the account's resting sums, then back
+        elif account.spot_resting is not None:
+            self._clearing[_PERP].spot_rested(o, -1)
         if requeue:
             book.remove(o)
             log = self._log
@@ -862,6 +868,8 @@ class Engine:
             clearing._move_hold(o, asset, delta)
         if perp:
             clearing.rested(o, 1)
+        elif account.spot_resting is not None:
+            self._clearing[_PERP].spot_rested(o, 1)
         return (ModifyResult(o.id, requeue),
                 [OrderModified(o.id, c.account, m.id, o.side, price, lots * m.lot_size, requeue)])
 
@@ -971,6 +979,8 @@ class Engine:
         m = self._markets[o.market]
         if m.kind is _PERP:
             m.clearing.rested(o, 1)
+        elif a.spot_resting is not None:
+            self._clearing[_PERP].spot_rested(o, 1)
         if o.client_order_id:
             if a.client_ids is None:
                 a.client_ids = {}
@@ -991,6 +1001,8 @@ class Engine:
         m = self._markets[o.market]
         if m.kind is _PERP:
             m.clearing.rested(o, -1)
+        elif a.spot_resting is not None:
+            self._clearing[_PERP].spot_rested(o, -1)
         if o.client_order_id:
             del a.client_ids[o.client_order_id]
         if o.expires_at:

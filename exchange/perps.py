@@ -82,7 +82,7 @@ from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
-_NO_SUMS = (0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
+_NO_SUMS = (0, 0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -157,7 +157,7 @@ class PerpClearing(SpotClearing):
     """
 
     __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key",
-                 "resting_gen")
+                 "resting_gen", "_spot_info", "_base_ids")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -170,6 +170,10 @@ class PerpClearing(SpotClearing):
         self._perp_info: dict = {}
         self._prices: dict = {}  # _prices_for's cache, valid while oracle.prices == _prices_key
         self._prices_key: list | None = None
+        # spot market id -> (Market, lot size, max fee, 10**base decimals): the
+        # markets whose resting orders Account.spot_resting sums
+        self._spot_info: dict = {}
+        self._base_ids: dict = {}  # market id -> its base asset's id (a what-if choice's underlying)
         # The generation of every Account.resting: Engine.revert bumps it (an
         # undo restores orders behind the sums' back), making all of them
         # stale; each is rebuilt from its open orders on its next use.
@@ -180,12 +184,15 @@ class PerpClearing(SpotClearing):
         engine = self.engine
         for mid in sorted(engine._markets):
             m = engine._markets[mid]
+            self._base_ids[mid] = engine._asset_ids[m.base]
             if m.kind is MarketKind.PERP:
                 pm = PerpMarket(m, self.decimals[m.base])
                 self.markets[mid] = pm
                 self._perp_info[mid] = (m, m.base, engine._asset_ids[m.base], m.config.mark is MarkMethod.ORACLE,
                                         10**self.decimals[m.base])
                 engine._dirty.add(pm)
+            elif m.kind is MarketKind.SPOT:
+                self._spot_info[mid] = (m, m.lot_size, m.max_fee, 10**self.decimals[m.base])
         engine._dirty.add(self.oracle)
 
     # ==== journalling =====================================================
@@ -250,8 +257,9 @@ class PerpClearing(SpotClearing):
 
     def _sums(self, a) -> dict:
         """Per perp market id, [buy lots, buy price x lots, buy held, sell
-        lots, sell price x lots, sell held] over ``a``'s resting orders there
-        (markets without any left out). Sums commute: dict order does not matter."""
+        lots, sell price x lots, sell held, orders] over ``a``'s resting
+        orders there (markets without any left out). Sums commute: dict order
+        does not matter."""
         resting: dict = {}
         markets = self.markets
         for o in a.open_orders.values():
@@ -259,12 +267,13 @@ class PerpClearing(SpotClearing):
             if mid in markets:
                 sums = resting.get(mid)
                 if sums is None:
-                    sums = resting[mid] = [0, 0, 0, 0, 0, 0]
+                    sums = resting[mid] = [0, 0, 0, 0, 0, 0, 0]
                 k = 3 if o.side else 0
                 lots = o.remaining
                 sums[k] += lots
                 sums[k + 1] += o.price * lots
                 sums[k + 2] += o.reserved
+                sums[6] += 1
         return resting
 
     def rested(self, o: Order, sign: int) -> None:
@@ -280,19 +289,98 @@ class PerpClearing(SpotClearing):
         mid = o.market
         sums = resting.get(mid)
         if sums is None:
-            sums = resting[mid] = [0, 0, 0, 0, 0, 0]
+            sums = resting[mid] = [0, 0, 0, 0, 0, 0, 0]
         k = 3 if o.side else 0
         lots = o.remaining
         if sign > 0:
             sums[k] += lots
             sums[k + 1] += o.price * lots
             sums[k + 2] += o.reserved
+            sums[6] += 1
         else:
             sums[k] -= lots
             sums[k + 1] -= o.price * lots
             sums[k + 2] -= o.reserved
-        if not (sums[0] or sums[3] or sums[2] or sums[5]):
-            del resting[mid]
+            sums[6] -= 1
+            if not sums[6]:
+                del resting[mid]
+
+    # ==== the resting spot orders' sums (Account.spot_resting) ============
+    #
+    # Kept only for accounts a portfolio check has read them for (spot_resting
+    # not None): the part-1 hot path pays one attribute test. Same generation
+    # as Account.resting (an undo makes both stale).
+
+    def spot_resting_of(self, a) -> dict:
+        """``a.spot_resting``, rebuilt from its open orders when stale."""
+        if a.spot_gen == self.resting_gen:
+            return a.spot_resting
+        a.spot_resting = spot = self._spot_sums(a)
+        a.spot_gen = self.resting_gen
+        return spot
+
+    def _spot_sums(self, a) -> dict:
+        """Per spot market id, [bought, sold (base units), lots + each order's
+        worst fee (ceil(price x lots x max fee / FEE_SCALE), per order)] over
+        ``a``'s resting orders there (markets without any left out)."""
+        spot: dict = {}
+        info = self._spot_info
+        for o in a.open_orders.values():
+            mid = o.market
+            m = info.get(mid)
+            if m is not None:
+                sums = spot.get(mid)
+                if sums is None:
+                    sums = spot[mid] = [0, 0, 0]
+                lots = o.remaining
+                sums[o.side] += lots * m[1]
+                sums[2] += lots - (-o.price * lots * m[2] // FEE_SCALE)
+        return spot
+
+    def spot_rested(self, o: Order, sign: int) -> None:
+        """``rested`` for an order of an account whose spot_resting is kept
+        (any market kind but perp: only spot markets are summed)."""
+        a = o.account
+        if a.spot_gen != self.resting_gen:
+            return  # stale: rebuilt from the open orders on its next use
+        mid = o.market
+        m = self._spot_info.get(mid)
+        if m is None:
+            return  # a lending order
+        spot = a.spot_resting
+        sums = spot.get(mid)
+        if sums is None:
+            sums = spot[mid] = [0, 0, 0]
+        lots = o.remaining
+        cost = lots - (-o.price * lots * m[2] // FEE_SCALE)
+        if sign > 0:
+            sums[o.side] += lots * m[1]
+            sums[2] += cost
+        else:
+            sums[o.side] -= lots * m[1]
+            sums[2] -= cost
+            if not sums[2]:  # every order counts at least its lots: none left
+                del spot[mid]
+
+    def spot_filled(self, maker: Order, lots: int) -> None:
+        """A spot maker's fill of ``lots`` (already out of ``maker.remaining``)
+        out of its account's spot sums: its lots and the change of its fee term."""
+        a = maker.account
+        if a.spot_gen != self.resting_gen:
+            return
+        mid = maker.market
+        sums = a.spot_resting.get(mid)
+        if sums is None:  # cannot happen (a resting maker is in them); rebuilt if it did
+            a.spot_gen = -1
+            return
+        m = self._spot_info[mid]
+        after = maker.remaining
+        price_fee = maker.price * m[2]
+        sums[maker.side] -= lots * m[1]
+        # its term was remaining + ceil(price x remaining x fee / S), before and after
+        sums[2] -= lots - (-price_fee * (after + lots) // FEE_SCALE) + (-price_fee * after // FEE_SCALE)
+        if not sums[2]:
+            del a.spot_resting[mid]
 
     def audit(self) -> list[str]:
         """Every up-to-date Account.resting equals its rebuild from the open
@@ -304,6 +392,11 @@ class PerpClearing(SpotClearing):
                 rebuilt = self._sums(a)
                 if a.resting != rebuilt:
                     problems.append(f"resting perp order sums of {a.address.hex()} wrong: {a.resting} != {rebuilt}")
+            if a.spot_gen == gen:
+                rebuilt = self._spot_sums(a)
+                if a.spot_resting != rebuilt:
+                    problems.append(f"resting spot order sums of {a.address.hex()} wrong: "
+                                    f"{a.spot_resting} != {rebuilt}")
         return problems
 
     # ==== R1: the pre-trade check and holds ===============================
@@ -438,7 +531,9 @@ class PerpClearing(SpotClearing):
         possibly a lower bound at or above zero (RiskModel._worst): a check
         only asks "at least zero?" - and, under water, compares exact figures."""
         try:
-            return model._available(portfolio, prices, 1, 5, None if exact else 0)
+            if portfolio.choices:  # model._available's first branch, one call less on the checks' hot path
+                return model._worst(portfolio, prices, 1, 5, None if exact else 0)[0]
+            return model._available(portfolio, prices, 1, 5)
         except KeyError as missing:  # a held asset without an oracle price
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
 
@@ -529,10 +624,8 @@ class PerpClearing(SpotClearing):
                         mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
                 perps.append((base_id, size, entry, mark, owed))
         if choices:
-            info = self._perp_info
-            markets = engine._markets
-            choices = [(info[mid][2] if owed is not None else engine._asset_ids[markets[mid].base], value, low, high)
-                       for mid, owed, value, low, high in choices]
+            base_ids = self._base_ids
+            choices = [(base_ids[mid], value, low, high) for mid, _, value, low, high in choices]
         if account.loans:
             if margin_only:
                 lent, borrowed = engine.lending.margin_terms(account, now)
@@ -633,20 +726,23 @@ class PerpClearing(SpotClearing):
             sums[k] -= lots_out
             sums[k + 1] -= replacing.price * lots_out
             sums[k + 2] -= replacing.reserved
+            sums[6] -= 1
             if not (sums[0] or sums[3]):
                 del resting[mid]  # its only order: the market is out of the what-if
         info = self._perp_info
-        quote_id = self.risk_model().quote
+        quote_id = (self.model or self.risk_model()).quote
         oracle = self.oracle.prices
         choices = []
+        perp_orders = 0  # the resting perp orders counted (the rest of the open orders are not perp)
         if new is not None and new[0] not in resting:
             resting = dict(resting)
             resting[new[0]] = _NO_SUMS
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
-            m, base, base_id, _, one = info[mid]
+            m, base, base_id, oracle_mark, one = info[mid]
             lot = m.lot_size
             size, entry, owed = positions.get(mid, _FLAT)
-            bought, buy_notional, buy_held, sold, sell_notional, sell_held = sums
+            bought, buy_notional, buy_held, sold, sell_notional, sell_held, count = sums
+            perp_orders += count
             quote = ids[m.quote]
             if quote == quote_id and oracle[base]:
                 # Mark to market: each fill moves the position's value by its
@@ -654,8 +750,8 @@ class PerpClearing(SpotClearing):
                 # per lot); a profit is never counted (the order may never
                 # fill, and a cancel is not checked), a loss always is. The
                 # exposure runs from every sell filled to every buy filled.
-                mark = self._mark(mid)
                 index = oracle[base]
+                mark = index if oracle_mark else self._mark(mid)
                 # guarded (a check): the position at the worse of mark and oracle
                 held_at = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
                 value = size * (held_at if guarded else mark) // one - entry - owed
@@ -710,7 +806,7 @@ class PerpClearing(SpotClearing):
             cash += side_cash
             if cash:
                 balances[quote] = balances.get(quote, 0) + cash
-        if with_resting and account.open_orders:
+        if with_resting and len(account.open_orders) > perp_orders + (replacing is not None):
             self._spot_what_if(account, replacing, balances, choices, oracle, quote_id)
         if len(choices) > 1:
             choices.sort()
@@ -725,46 +821,52 @@ class PerpClearing(SpotClearing):
         floor); an unpriced base is worth nothing, so a buy costs its whole
         notional and carries no exposure (found by review: a spot bid far above
         the oracle, rested before any perp exposure, filled after it)."""
-        engine = self.engine
-        markets = engine._markets
-        perp_markets = self.markets
-        spot = MarketKind.SPOT
-        per_market: dict = {}
-        for o in account.open_orders.values():
-            mid = o.market
-            if mid in perp_markets or o is replacing:
+        spot = account.spot_resting if account.spot_gen == self.resting_gen else self.spot_resting_of(account)
+        if not spot:
+            return
+        if replacing is not None and replacing.market in spot:  # its old self out (as _what_if's perp sums)
+            mid = replacing.market
+            spot = dict(spot)
+            sums = spot[mid] = list(spot[mid])
+            lots = replacing.remaining
+            sums[replacing.side] -= lots * self._spot_info[mid][1]
+            sums[2] -= lots - (-replacing.price * lots * self._spot_info[mid][2] // FEE_SCALE)
+        ids = self.engine._asset_ids
+        info = self._spot_info
+        for mid, (bought, sold, costs) in spot.items():  # sums (and choices sorted later): any order
+            m, lot, _, scale = info[mid]
+            if not costs or ids[m.quote] != quote_id:
                 continue
-            entry = per_market.get(mid)
-            if entry is None:
-                m = markets[mid]
-                if m.kind is not spot or engine._asset_ids[m.quote] != quote_id:
-                    per_market[mid] = False
-                    continue
-                scale = 10 ** self.decimals[m.base]
-                # bought, sold (base units), losses x scale, fees + slack, market, scale, a lot's worth x scale
-                entry = per_market[mid] = [0, 0, 0, 0, m, scale, m.lot_size * oracle[m.base]]
-            elif entry is False:
-                continue
-            m = entry[4]
-            lots = o.remaining
-            notional = o.price * lots
-            if o.side == BUY:
-                entry[0] += lots * m.lot_size
-                against = lots * entry[6] - notional * entry[5]
-            else:
-                entry[1] += lots * m.lot_size
-                against = notional * entry[5] - lots * entry[6]
-            if against < 0:
-                entry[2] += against
-            entry[3] += lots - (-notional * m.max_fee // FEE_SCALE)
-        per_market = {mid: entry for mid, entry in per_market.items() if entry}
-        for mid in sorted(per_market):
-            bought, sold, losses, costs, m, scale, _ = per_market[mid]
+            base = m.base
+            worth = lot * oracle[base]  # a lot's worth at the oracle, times ``scale``
+            losses = 0  # sum of lots x (price against the oracle) x scale, where negative
+            # Every order of the account is at or behind its side's best price:
+            # none is worse than the oracle unless the best is (as _what_if's perp losses).
+            if bought:
+                bid = m.book.bids.best
+                if bid is None or bid * scale > worth:
+                    losses += self._spot_losses(account, mid, BUY, replacing, worth, scale)
+            if sold:
+                ask = m.book.asks.best
+                if ask is None or ask * scale < worth:
+                    losses += self._spot_losses(account, mid, 1, replacing, worth, scale)
             value = losses // scale - costs
-            if oracle[m.base]:
+            if oracle[base]:
                 choices.append((mid, None, value, -sold, bought))
             elif value:  # worth nothing: no exposure, the value alone
                 balances[quote_id] = balances.get(quote_id, 0) + value
+
+    def _spot_losses(self, account, mid: int, side: int, replacing, worth: int, scale: int) -> int:
+        """Sum over ``side``'s resting orders on spot market ``mid`` of lots x
+        (price x scale against ``worth``, a lot's worth at the oracle times
+        scale) where that is negative (a buy above the oracle, a sell below)."""
+        total = 0
+        for o in account.open_orders.values():
+            if o.market == mid and o.side == side and o is not replacing:
+                against = worth - o.price * scale if side == BUY else o.price * scale - worth
+                if against < 0:
+                    total += o.remaining * against
+        return total
 
     def _losses(self, account, mid: int, side: int, replacing, worth: int, one: int) -> int:
         """Sum over ``side``'s resting orders on ``mid`` of lots x (price against

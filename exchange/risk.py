@@ -444,14 +444,29 @@ class RiskModel:
         None)."""
         equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
         base = equity - deductions
-        options = []
-        for asset, value, low, high in portfolio.choices:
-            base += value
-            options.append((asset, low, high))
+        choices = portfolio.choices
         if floor is not None:
-            low_bound = base - self._loss_cap(delta, options, prices, shock_at, widened_at)
+            # The checks' hot path: the pass over the choices gathers the
+            # exposure ranges the cheap bound needs (options only past it).
+            ranges: dict = {}  # per underlying with options: the range of its exposure (ranges add up)
+            for asset, value, low, high in choices:
+                base += value
+                was = ranges.get(asset)
+                if was is None:
+                    d = delta.get(asset, 0)
+                    ranges[asset] = [d + low, d + high]
+                else:
+                    was[0] += low
+                    was[1] += high
+            low_bound = base - self._loss_cap(delta, ranges, prices, shock_at)
             if low_bound >= floor:
                 return low_bound, None
+            options = [(asset, low, high) for asset, _, low, high in choices]
+        else:
+            options = []
+            for asset, value, low, high in choices:
+                base += value
+                options.append((asset, low, high))
         if len(options) > EXACT_CHOICES:
             return base - self._loss_bound(delta, options, prices, widened_at), None
         loss = self._loss
@@ -480,32 +495,42 @@ class RiskModel:
             perps.append((asset, size, size * price // params[asset][0] - value, price, 0))
         return Portfolio(portfolio.balances, perps, portfolio.lent, portfolio.borrowed)
 
-    def _loss_cap(self, delta: dict, options: list, prices, shock_at: int, widened_at: int) -> int:
+    def _loss_cap(self, delta: dict, ranges: dict, prices, shock_at: int) -> int:
         """A cheap upper bound of ``_loss`` over every size in the options'
-        ranges added to ``delta``: the sum over underlyings of each one's
-        single-underlying loss at its largest |exposure| (the loss is
-        sqrt(e^T R e) with |rho| <= 1, at most sum |e_u|; an underlying with
-        several options ranges over the sum of their ranges)."""
+        ranges added to ``delta`` (``ranges``: per underlying with options,
+        [lowest, highest] exposure, ``delta`` included): the sum over
+        underlyings of each one's single-underlying loss at its largest
+        |exposure| (the loss is sqrt(e^T R e) with |rho| <= 1, at most
+        sum |e_u|; an underlying with several options ranges over the sum of
+        their ranges). Prices are read in ``delta``'s order, then the other
+        ranges' (as ``_loss`` reads them: the same missing one raises)."""
         params = self._p
-        largest = {a: abs(d) for a, d in delta.items()}
-        ranges: dict = {}  # per underlying with options: the range of its exposure (ranges add up)
-        for asset, low, high in options:
-            was = ranges.get(asset)
-            if was is None:
-                base = delta.get(asset, 0)
-                ranges[asset] = [base + low, base + high]
-            else:
-                was[0] += low
-                was[1] += high
-        for asset, (low, high) in ranges.items():
-            a, b = abs(low), abs(high)
-            largest[asset] = a if a > b else b
         cap = 0
-        for a, x in largest.items():
+        seen = 0  # ranges of underlyings in delta
+        for a, d in delta.items():
             pa = params[a]
             p = prices[a]  # (every exposed underlying's price is read, as _loss reads it)
+            r = ranges.get(a)
+            if r is None:
+                x = d if d >= 0 else -d
+            else:
+                seen += 1
+                x, y = r
+                x = x if x >= 0 else -x
+                if y > x or -y > x:
+                    x = y if y >= 0 else -y
             if x:
                 cap += -(-x * p * pa[shock_at] // pa[4])
+        if seen < len(ranges):  # underlyings exposed only through options
+            for a, (x, y) in ranges.items():
+                if a not in delta:
+                    pa = params[a]
+                    p = prices[a]
+                    x = x if x >= 0 else -x
+                    if y > x or -y > x:
+                        x = y if y >= 0 else -y
+                    if x:
+                        cap += -(-x * p * pa[shock_at] // pa[4])
         return cap
 
     def _loss_bound(self, delta: dict, options: list, prices, widened_at: int) -> int:
