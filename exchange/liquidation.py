@@ -212,7 +212,7 @@ class Marks:
 
 class Solvency:
     __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading",
-                 "insurance", "median")
+                 "insurance", "median", "funding", "live_marks")
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -220,6 +220,14 @@ class Solvency:
         # perp markets whose mark is a median (ids, sorted): a mark axis of their own in the index
         self.median = sorted(m.id for m in engine.config.markets
                              if m.kind is MarketKind.PERP and m.mark is MarkMethod.MEDIAN)
+        # perp market id -> (base index, base id, 2 x funding cap, PPM x 10**decimals): _drift's constants
+        index = {a.id: i for i, a in enumerate(engine.config.assets)}
+        self.funding = {m.id: (index[m.base], m.base, 2 * m.funding_cap,
+                               PPM * 10 ** engine.config.assets[index[m.base]].decimals)
+                        for m in engine.config.markets if m.kind is MarketKind.PERP}
+        # median market id -> its mark, for the duration of one batch or crossing
+        # loop (no command runs inside one: the marks cannot move); None outside
+        self.live_marks = None
         self.index = ThresholdIndex()
         self.watches: dict = {}  # address -> Watch
         self.liquidatable = SortedSet()  # addresses flagged
@@ -345,25 +353,28 @@ class Solvency:
         q = self._quote_index()
         return a.available[q] < 0
 
-    def _drift(self, a) -> int:
+    def _drift(self, a, caps: list) -> int:
         """The most one funding payment can take from ``a`` (quote units):
         per position ``|size| x funding_cap x 2 x oracle`` (the bands keep the
-        oracle below twice today's) plus two units of rounding; and the
-        interest an overdue borrowing accrues over an interval (past its
-        term it is no longer deducted in advance). 0: nothing drifts."""
-        engine = self.engine
-        perps = engine._perps
-        oracle = perps.oracle.prices
-        decimals = perps.decimals
+        oracle below twice today's: the asset ids go to ``caps``) plus two
+        units of rounding; and the interest an overdue borrowing accrues over
+        an interval (past its term it is no longer deducted in advance).
+        0: nothing drifts."""
+        oracle = self.engine._perps.oracle.prices
+        funding = self.funding
         total = 0
         for mid, pos in a.positions.items():  # a sum: the order does not matter
-            if pos.size:
-                m = engine._markets[mid]
-                p = oracle[m.base]
+            size = pos.size
+            if size:
+                base, base_id, cap2, den = funding[mid]
+                p = oracle[base]
                 if p:
-                    total += abs(pos.size) * m.config.funding_cap * 2 * p // (PPM * 10 ** decimals[m.base]) + 2
+                    total += (size if size > 0 else -size) * cap2 * p // den + 2
+                    caps.append(base_id)
         if a.loans:
+            engine = self.engine
             interval = engine.config.funding_interval
+            decimals = engine._perps.decimals
             for loan in a.loans.values():
                 if loan.borrower is a and loan.overdue and loan.open:
                     p = oracle[loan.asset] if loan.asset != self._quote_index() else 10 ** decimals[loan.asset]
@@ -376,15 +387,29 @@ class Solvency:
         axes ``[(key, asset id, size, mark)]``, key ``-1 - market id`` (not an
         asset id: those are >= 0), by market id."""
         engine = self.engine
+        live = self.live_marks
         out = []
         for mid in self.median:
             pos = a.positions.get(mid)
             if pos is not None and pos.size:
-                m = engine._markets[mid]
-                mark = engine._perps.mark_price(m)
+                mark = live[mid] if live is not None else self._live_mark(mid)
                 if mark is not None:
-                    out.append((-1 - mid, engine._asset_ids[m.base], pos.size, mark))
+                    out.append((-1 - mid, self.funding[mid][1], pos.size, mark))
         return out
+
+    def _live_mark(self, mid: int):
+        return self.engine._perps.mark_price(self.engine._markets[mid])
+
+    def _with_live_marks(self, body) -> None:
+        """Run ``body()`` with the median marks read once (no command runs inside)."""
+        if not self.median:
+            body()
+            return
+        self.live_marks = {mid: self._live_mark(mid) for mid in self.median}
+        try:
+            body()
+        finally:
+            self.live_marks = None
 
     def _quote_index(self) -> int:
         return self.engine._asset_index[self._model().quote]
@@ -439,7 +464,8 @@ class Solvency:
         self.evaluations += 1
         model = self._model()
         marks = self._median_marks(a) if exposed and self.median else ()
-        drift = self._drift(a) if exposed else 0
+        caps: list = []  # assets whose oracle band _drift's bound needs capped at twice today's
+        drift = self._drift(a, caps) if exposed else 0
         horizons = []  # per band level: the funding payments its held-back slack absorbs
         if policy:
             try:
@@ -512,19 +538,14 @@ class Solvency:
             k = max(1, min(horizons))
             until = (now // interval + (1 << (k.bit_length() - 1))) * interval
             bands[DRIFT] = (0, until - 1)
-            ids = engine._asset_ids
-            for mid, pos in a.positions.items():
-                if pos.size:
-                    asset = ids[engine._markets[mid].base]
-                    band = bands.get(asset)
-                    if band is not None and asset in prices and band[1] > 2 * prices[asset]:
-                        bands[asset] = (band[0], 2 * prices[asset])
-        if self.median:
+            for asset in caps:
+                band = bands.get(asset)
+                if band is not None and band[1] > 2 * prices[asset]:
+                    bands[asset] = (band[0], 2 * prices[asset])
+        if marks:
             prices = dict(prices)
-            for mid in self.median:
-                key = -1 - mid
-                if key in bands:
-                    prices[key] = self._mark_of(mid)[1]
+            for key, _, _, mark in marks:
+                prices[key] = mark
         bands = _coarse(bands, prices)
         totals = _totals(a) if a is not None else None
         if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
@@ -540,7 +561,12 @@ class Solvency:
         self._apply_flags(w, bands)
 
     def _batch(self, now: int, events: list, extra=()) -> None:
-        for address in sorted(set(self._take_marks()) | set(extra)):
+        addresses = sorted(set(self._take_marks()) | set(extra))
+        if addresses:
+            self._with_live_marks(lambda: self._reband_all(addresses, now, events))
+
+    def _reband_all(self, addresses, now: int, events: list) -> None:
+        for address in addresses:
             self.reband(address, now, events)
 
     # ==== SetOraclePrice ==================================================
@@ -559,8 +585,8 @@ class Solvency:
         else:  # the first price of an asset: every exposed account may hold it (once per asset)
             crossed = sorted(addr for addr, a in engine._accounts.items()
                              if addr in self.watches or self._exposed(a))
-        for address in crossed:
-            self.reband(address, now, events)
+        if crossed:
+            self._with_live_marks(lambda: self._reband_all(crossed, now, events))
         return result, price_events + events
 
     # ==== the Tick hook ===================================================
