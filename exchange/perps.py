@@ -82,6 +82,9 @@ from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
+# The largest oracle price (quote units per whole token): 2**128 is 3.4e32 dollars a
+# token with 6-decimal USDC, far past any real price.
+MAX_ORACLE_PRICE = 2**128
 _NO_SUMS = (0, 0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
@@ -1000,15 +1003,19 @@ class PerpClearing(SpotClearing):
 
     def oracle_asset(self, c: SetOraclePrice) -> int:
         """The asset index a SetOraclePrice sets, after its checks (from the
-        oracle account, a known asset, an int price > 0); raises otherwise."""
+        oracle account, a known asset other than the risk model's quote, whose
+        price is fixed at one, an int price in 1..MAX_ORACLE_PRICE); raises
+        otherwise (a price of 2**256 - 1 was taken; found by review)."""
         engine = self.engine
         if c.account != engine.config.oracle:
             raise ExchangeError(Reason.NOT_AUTHORIZED)
         asset = engine._asset_index.get(c.asset)
         if asset is None:
             raise ExchangeError(Reason.UNKNOWN_ASSET)
-        if c.price.__class__ is not int or c.price <= 0:
+        if c.price.__class__ is not int or not 0 < c.price <= MAX_ORACLE_PRICE:
             raise ExchangeError(Reason.INVALID_PRICE)
+        if c.asset == self.risk_model().quote:
+            raise ExchangeError(Reason.INVALID_PRICE, "the quote asset's price is fixed at one")
         return asset
 
     def set_oracle_price(self, c: SetOraclePrice, ctx):

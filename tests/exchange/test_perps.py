@@ -200,6 +200,9 @@ def test_oracle_prices_come_from_the_oracle_only(perp, config):
     rejects(e, ex.SetOraclePrice(config.admin, WETH, 1), R.NOT_AUTHORIZED)
     rejects(e, ex.SetOraclePrice(config.oracle, 9, 1), R.UNKNOWN_ASSET)
     rejects(e, ex.SetOraclePrice(config.oracle, WETH, 0), R.INVALID_PRICE)
+    rejects(e, ex.SetOraclePrice(config.oracle, WETH, 2**256 - 1), R.INVALID_PRICE)  # past MAX_ORACLE_PRICE
+    rejects(e, ex.SetOraclePrice(config.oracle, USDC, USD), R.INVALID_PRICE)  # the quote is fixed at one
+    e.apply(ex.SetOraclePrice(config.oracle, WETH, 2**128), CTX)  # the largest taken
     result, events = e.apply(ex.SetOraclePrice(config.oracle, WETH, 3123_450_000), CTX)
     assert events == [ex.OracleUpdated(WETH, 3123_450_000)]
     assert e.oracle_price(WETH) == 3123_450_000 == e.mark_price(ETH_PERP)  # mark = "oracle"
