@@ -102,6 +102,13 @@ class ExchangeConfig:
     liquidation_reward: int = 10_000  # ppm of what remains, at most 10_000 (1 %)
     funding_interval: int = 3600  # seconds of block time per funding payment
     correlations: tuple[CorrelationConfig, ...] = ()  # sorted by (a, b)
+    # 20-byte address of the insurance fund: it takes over the negative balance a
+    # defaulted account leaves that no lender took (None: the oracle account)
+    insurance_fund: bytes | None = None
+
+    @property
+    def insurance(self) -> bytes:
+        return self.insurance_fund if self.insurance_fund is not None else self.oracle
 
     def asset(self, symbol: str) -> AssetConfig:
         for a in self.assets:
@@ -119,7 +126,7 @@ class ExchangeConfig:
 _TOP_KEYS = {
     "fee_scale", "fee_account", "admin", "max_open_orders_per_account",
     "max_batch_actions", "fills_kept_per_account", "assets", "markets",
-    "oracle", "liquidation_reward", "funding_interval", "correlations",
+    "oracle", "liquidation_reward", "funding_interval", "correlations", "insurance_fund",
 }
 _ASSET_KEYS = {"id", "symbol", "decimals", "shock_open", "shock_liq", "credit_factor", "scenarios"}
 _PERP_KEYS = {"mark", "impact_notional", "funding_interest", "premium_clamp", "funding_cap"}
@@ -261,6 +268,7 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
         liquidation_reward=_int(table, "liquidation_reward", "[exchange]", default=10_000),
         funding_interval=_int(table, "funding_interval", "[exchange]", default=3600),
         correlations=tuple(correlations),
+        insurance_fund=_address(table, "insurance_fund") if "insurance_fund" in table else None,
     )
     if cfg.max_open_orders_per_account <= 0 or cfg.max_batch_actions <= 0 or cfg.fills_kept_per_account < 0:
         raise ConfigError("[exchange] limits must be positive")

@@ -611,12 +611,12 @@ class Engine:
         available = account.available
         if available[asset] < hold:
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
-            return self._parts["margin"].place(c, ctx, m, account, side, price, lots, asset, hold)
+            return self._parts["margin"].place(c, ctx, m, account, side, price, lots, asset, hold, rests)
         if m.kind is _SPOT and (account.positions or account.loans or min(available) < 0
                                 or (account.open_orders and self._perp_orders(account))):
             # A spot trade changes a leveraged account's exposure: the portfolio
             # check (an account without positions or debt cannot go below zero).
-            self._parts["margin"].check_spot_fit(m, account, side, price, lots, hold, ctx.timestamp)
+            self._parts["margin"].check_spot_fit(m, account, side, price, lots, hold, ctx.timestamp, rests)
         now = ctx.timestamp
         if crosses:
             if tif is _POST_ONLY:
@@ -846,7 +846,7 @@ class Engine:
             # portfolio check of a leveraged account (found by review: a small
             # order modified into a large one went around it).
             self._parts["margin"].check_spot_fit(m, account, o.side, price, lots, o.reserved + delta,
-                                                 ctx.timestamp)
+                                                 ctx.timestamp, True, o)
 
         # ---- cannot fail from here ----
         perp = m.kind is _PERP

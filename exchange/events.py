@@ -230,7 +230,8 @@ class AccountLiquidated:
 class AccountDefaulted:
     """After its liquidation the account still owed ``shortfall`` of ``asset``:
     written off its lenders' claims pro rata (DefaultShared per loan);
-    ``negative`` of it is a negative balance no lender could take."""
+    ``negative`` of it is a negative balance no lender could take, paid by
+    the insurance fund (config.insurance)."""
 
     account: bytes
     asset: int

@@ -29,7 +29,8 @@ segments of constant principal; for a segment that began at ``accrual_start``
 
 (rounded against the borrower). A touch at t moves ``accrued(t) - accrued so
 far`` into ``interest_due``; a new segment starts only when the principal
-changes, so how often a loan is touched never changes what it costs. Interest
+changes, so how often a loan is touched never changes what it costs; a touch
+at a time before the last one adds nothing (interest never goes back). Interest
 moves only in payments from the borrower's free balance to the lender's free
 balance (``InterestPaid``): the lender receives exactly what the borrower pays.
 
@@ -159,7 +160,8 @@ class Loan:
 
     def pending(self, now: int) -> int:
         """Interest accrued since the last touch and not yet in interest_due."""
-        return interest(self.principal, self.rate, max(0, now - self.accrual_start)) - self.accrued
+        pending = interest(self.principal, self.rate, max(0, now - self.accrual_start)) - self.accrued
+        return pending if pending > 0 else 0  # never negative: an earlier time than the last touch owes no less
 
     def owed(self, now: int) -> int:
         """What the borrower owes at ``now``: principal and all interest due."""
@@ -228,8 +230,9 @@ class LendingClearing(SpotClearing):
         engine._dirty.add(loan)
         if now > loan.accrual_start:
             total = interest(loan.principal, loan.rate, now - loan.accrual_start)
-            loan.interest_due += total - loan.accrued
-            loan.accrued = total
+            if total > loan.accrued:  # interest only grows: a context earlier than the last touch adds none
+                loan.interest_due += total - loan.accrued
+                loan.accrued = total
 
     def _restore_loan(self, loan: Loan, fields: tuple, snap: int) -> None:
         self._unindex(loan)

@@ -25,12 +25,28 @@ added to the spot hot path. A batch re-bands every marked account:
          a policy condition holds -> queued for the next Tick
          new bands
     Tick (the last block hook)
-      median-mark perp markets whose mark moved since the last Tick: crossed
-      accounts of their underlying; batch re-band; run the queued policies.
+      median-mark perp markets: the accounts whose band on the mark's own
+      axis (key -1 - market id) no longer holds the mark (index.outside);
+      batch re-band; run the queued policies.
 
-The bands do not foresee drift that changes no object (funding index steps,
-interest accrual): such an account is looked at again on its next touch,
-its next crossing, or by Liquidate itself, which always evaluates on the spot.
+A median mark moves without the oracle (the book, the last trade), so a
+position in such a market has a mark axis of its own (``_median_marks``,
+``RiskModel.safe_band(..., marks)``: its size leaves the PnL slope of the
+underlying's band and gets a band of the mark; found by review: a short
+whose mark rose past its liquidation level was never flagged), and so has a
+MARK_ABOVE / MARK_BELOW rule on such a market.
+
+Drift that changes no object - funding payments (a step of the market's
+index once an interval), the interest of an overdue borrowing - is foreseen
+by a **time axis** (key ``DRIFT``): the price bands of an account that
+drifts use only half of each level's slack (``risk.held_back_of``); the other
+half absorbs ``k = held // _drift(a)`` payments (``_drift``: per position
+``|size| x funding_cap x 2 x oracle``, the oracle band capped at twice
+today's), so its band on the time axis ends at the k-th payment (at least
+the next one) and each Tick re-bands the accounts whose time band it has
+passed (``index.outside(DRIFT, now)``), after perps' funding hook. So funding
+alone flags an account, or runs its policy, at the Tick that moves it (lending
+interest within a term changes no available margin: it is deducted to term).
 
 **De-risk policies.** ``SetDeriskPolicy(account, rules)``: at most
 ``MAX_DERISK_RULES`` rules, each 6 ints (``DeriskRule``; the command takes
@@ -61,8 +77,12 @@ quote balance is first turned into loans (``margin.borrow``, at the book's
 best offers, when exchange/margin.py is there), then per asset the unpaid
 owed amount is written off the lenders' claims pro rata
 (``lending.share_default``): ``AccountDefaulted`` per asset, ``DefaultShared``
-per loan cut. A negative balance no lender could take stays on the account
-(reported in ``AccountDefaulted``).
+per loan cut. A negative balance no lender could take is paid by the insurance
+fund (``config.insurance``: its balance may go below zero; it is never
+liquidated, and the Tick never borrows for it), so the account ends at zero and
+is not liquidatable again. An account that still holds claims it LENT is not
+written off at all: it repays what it can pay in full and its other debts stay
+owed, whole, until the claims return (a later Liquidate finishes).
 
 Errors (errors.Reason): NOT_LIQUIDATABLE 55, NOTHING_TO_LIQUIDATE 56,
 TOO_MANY_DERISK_RULES 57, INVALID_DERISK_RULE 58, LIQUIDATION_BLOCKED 59.
@@ -93,11 +113,14 @@ from .events import (
 )
 from .lending import Loan
 from .perps import Position
-from .risk import LIQ, OPEN, PPM, UNBOUNDED, ThresholdIndex
-from .types import FEE_SCALE, CancelReason, MarketKind, MarketStatus, MarkMethod, OrderType, SelfTradePrevention
+from .risk import LIQ, OPEN, PPM, UNBOUNDED, ThresholdIndex, held_back_of
+from .types import FEE_SCALE, RATE_SCALE, CancelReason, MarketKind, MarketStatus, MarkMethod, OrderType, SelfTradePrevention
 from .types import Side, TimeInForce
 
 MAX_DERISK_RULES = 8
+# The time axis of the account index: an account's band there ends when the
+# slack its price bands left for funding payments may be used up.
+DRIFT = -(2**62)
 RULE_WIDTH = 6  # ints per rule in SetDeriskPolicy.rules
 
 # conditions
@@ -188,10 +211,23 @@ class Marks:
 
 
 class Solvency:
-    __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading")
+    __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading",
+                 "insurance", "median", "funding", "live_marks")
 
     def __init__(self, engine) -> None:
         self.engine = engine
+        self.insurance = engine.config.insurance  # address of the insurance fund (never liquidated)
+        # perp markets whose mark is a median (ids, sorted): a mark axis of their own in the index
+        self.median = sorted(m.id for m in engine.config.markets
+                             if m.kind is MarketKind.PERP and m.mark is MarkMethod.MEDIAN)
+        # perp market id -> (base index, base id, 2 x funding cap, PPM x 10**decimals): _drift's constants
+        index = {a.id: i for i, a in enumerate(engine.config.assets)}
+        self.funding = {m.id: (index[m.base], m.base, 2 * m.funding_cap,
+                               PPM * 10 ** engine.config.assets[index[m.base]].decimals)
+                        for m in engine.config.markets if m.kind is MarketKind.PERP}
+        # median market id -> its mark, for the duration of one batch or crossing
+        # loop (no command runs inside one: the marks cannot move); None outside
+        self.live_marks = None
         self.index = ThresholdIndex()
         self.watches: dict = {}  # address -> Watch
         self.liquidatable = SortedSet()  # addresses flagged
@@ -305,6 +341,8 @@ class Solvency:
     # ==== evaluation ======================================================
 
     def _exposed(self, a) -> bool:
+        if a.address == self.insurance:
+            return False  # the insurance fund's deficit is the operator's to fund, never liquidated
         if a.loans:
             for loan in a.loans.values():
                 if loan.borrower is a:
@@ -314,6 +352,64 @@ class Solvency:
                 return True
         q = self._quote_index()
         return a.available[q] < 0
+
+    def _drift(self, a, caps: list) -> int:
+        """The most one funding payment can take from ``a`` (quote units):
+        per position ``|size| x funding_cap x 2 x oracle`` (the bands keep the
+        oracle below twice today's: the asset ids go to ``caps``) plus two
+        units of rounding; and the interest an overdue borrowing accrues over
+        an interval (past its term it is no longer deducted in advance).
+        0: nothing drifts."""
+        oracle = self.engine._perps.oracle.prices
+        funding = self.funding
+        total = 0
+        for mid, pos in a.positions.items():  # a sum: the order does not matter
+            size = pos.size
+            if size:
+                base, base_id, cap2, den = funding[mid]
+                p = oracle[base]
+                if p:
+                    total += (size if size > 0 else -size) * cap2 * p // den + 2
+                    caps.append(base_id)
+        if a.loans:
+            engine = self.engine
+            interval = engine.config.funding_interval
+            decimals = engine._perps.decimals
+            for loan in a.loans.values():
+                if loan.borrower is a and loan.overdue and loan.open:
+                    p = oracle[loan.asset] if loan.asset != self._quote_index() else 10 ** decimals[loan.asset]
+                    owed = -(-loan.principal * loan.rate * interval // (RATE_SCALE * 31_536_000)) + 1
+                    total += owed * 2 * max(p, 1) // 10 ** decimals[loan.asset] + 1
+        return total
+
+    def _median_marks(self, a) -> list:
+        """``a``'s positions in median-mark perp markets as safe_band's mark
+        axes ``[(key, asset id, size, mark)]``, key ``-1 - market id`` (not an
+        asset id: those are >= 0), by market id."""
+        engine = self.engine
+        live = self.live_marks
+        out = []
+        for mid in self.median:
+            pos = a.positions.get(mid)
+            if pos is not None and pos.size:
+                mark = live[mid] if live is not None else self._live_mark(mid)
+                if mark is not None:
+                    out.append((-1 - mid, self.funding[mid][1], pos.size, mark))
+        return out
+
+    def _live_mark(self, mid: int):
+        return self.engine._perps.mark_price(self.engine._markets[mid])
+
+    def _with_live_marks(self, body) -> None:
+        """Run ``body()`` with the median marks read once (no command runs inside)."""
+        if not self.median:
+            body()
+            return
+        self.live_marks = {mid: self._live_mark(mid) for mid in self.median}
+        try:
+            body()
+        finally:
+            self.live_marks = None
 
     def _quote_index(self) -> int:
         return self.engine._asset_index[self._model().quote]
@@ -367,13 +463,23 @@ class Solvency:
             return
         self.evaluations += 1
         model = self._model()
+        marks = self._median_marks(a) if exposed and self.median else ()
+        caps: list = []  # assets whose oracle band _drift's bound needs capped at twice today's
+        drift = self._drift(a, caps) if exposed else 0
+        horizons = []  # per band level: the funding payments its held-back slack absorbs
         if policy:
             try:
                 margin, portfolio, prices = self._evaluate(a, now)
             except ExchangeError:  # an asset without a price: looked at again when one arrives
                 return
             available_liq = margin.available_liq
-            bands = model.safe_band(portfolio, prices, LIQ, 0, available=available_liq) if exposed else {}
+            banded = available_liq
+            if drift:
+                held = held_back_of(available_liq, 0)
+                banded -= held
+                horizons.append(held // drift)
+            bands = model.safe_band(portfolio, prices, LIQ, 0, available=banded,
+                                    marks=marks) if exposed else {}
         else:
             # No policy: the liquidation level is all it needs (RiskModel.available_liq,
             # evaluate's figure exactly, without the rest of the Margin).
@@ -381,7 +487,9 @@ class Solvency:
             portfolio, prices = perps.portfolio_of(a, now, None, None, False, True)  # available alone
             try:
                 # exposed here (else it returned above): the bands too, in the same pass
-                available_liq, bands = model.liq_band(portfolio, prices)
+                available_liq, bands = model.liq_band(portfolio, prices, marks, held_back=bool(drift))
+                if drift:
+                    horizons.append(held_back_of(available_liq, 0) // drift)
             except KeyError:  # an asset without a price: looked at again when one arrives
                 return
         flagged = exposed and available_liq <= 0
@@ -391,14 +499,24 @@ class Solvency:
                 holds = True
             c = rule.condition
             if c == AVAILABLE_OPEN_BELOW or c == AVAILABLE_LIQ_BELOW:
-                extra = model.safe_band(portfolio, prices, OPEN if c == AVAILABLE_OPEN_BELOW else LIQ,
-                                        rule.threshold - 1, margin)
+                level = OPEN if c == AVAILABLE_OPEN_BELOW else LIQ
+                banded = margin.available_open if c == AVAILABLE_OPEN_BELOW else margin.available_liq
+                if drift:
+                    held = held_back_of(banded, rule.threshold - 1)
+                    banded -= held
+                    horizons.append(held // drift)
+                extra = model.safe_band(portfolio, prices, level, rule.threshold - 1, available=banded,
+                                        marks=marks)
             else:
                 found = self._mark_of(rule.subject)
                 if found is None:
                     continue
                 asset, mark = found
-                p = prices.get(asset, mark)
+                if rule.subject in self.median:  # its mark moves on its own axis
+                    asset = -1 - rule.subject
+                    p = mark
+                else:
+                    p = prices.get(asset, mark)
                 if (c == MARK_ABOVE and mark > rule.threshold) or (c == MARK_BELOW and mark < rule.threshold):
                     extra = {asset: (p, p)}
                 elif c == MARK_ABOVE:
@@ -409,6 +527,25 @@ class Solvency:
                 was = bands.get(asset)
                 bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
         queued = holds and requeue
+        if drift:
+            # Funding payments change no object: the bands above leave half their
+            # slack for them, which lasts min(horizons) payments (at least the
+            # next one); the account is re-banded at the first Tick from then on
+            # (the time axis, read by on_block). Payments are priced at the
+            # oracle, at most twice today's within the bands.
+            interval = engine.config.funding_interval
+            # k rounded down to a power of two: most re-bandings leave the end as it was
+            k = max(1, min(horizons))
+            until = (now // interval + (1 << (k.bit_length() - 1))) * interval
+            bands[DRIFT] = (0, until - 1)
+            for asset in caps:
+                band = bands.get(asset)
+                if band is not None and band[1] > 2 * prices[asset]:
+                    bands[asset] = (band[0], 2 * prices[asset])
+        if marks:
+            prices = dict(prices)
+            for key, _, _, mark in marks:
+                prices[key] = mark
         bands = _coarse(bands, prices)
         totals = _totals(a) if a is not None else None
         if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
@@ -424,7 +561,12 @@ class Solvency:
         self._apply_flags(w, bands)
 
     def _batch(self, now: int, events: list, extra=()) -> None:
-        for address in sorted(set(self._take_marks()) | set(extra)):
+        addresses = sorted(set(self._take_marks()) | set(extra))
+        if addresses:
+            self._with_live_marks(lambda: self._reband_all(addresses, now, events))
+
+    def _reband_all(self, addresses, now: int, events: list) -> None:
+        for address in addresses:
             self.reband(address, now, events)
 
     # ==== SetOraclePrice ==================================================
@@ -443,8 +585,8 @@ class Solvency:
         else:  # the first price of an asset: every exposed account may hold it (once per asset)
             crossed = sorted(addr for addr, a in engine._accounts.items()
                              if addr in self.watches or self._exposed(a))
-        for address in crossed:
-            self.reband(address, now, events)
+        if crossed:
+            self._with_live_marks(lambda: self._reband_all(crossed, now, events))
         return result, price_events + events
 
     # ==== the Tick hook ===================================================
@@ -454,17 +596,18 @@ class Solvency:
         now = ctx.timestamp
         extra: set = set()
         marks = self.marks
-        for mid in sorted(engine._perps.markets):
+        for mid in self.median:
             m = engine._markets[mid]
-            if m.config.mark is not MarkMethod.MEDIAN:
-                continue
             mark = engine._perps.mark_price(m)
             last = marks.last_marks.get(mid)
-            if mark is not None and last is not None and mark != last:
-                extra.update(self.index.crossed(engine._asset_ids[m.base], last, mark))
+            if mark is not None:
+                # Every band on this mark's axis that no longer holds it (each was
+                # set at the mark of its own re-banding, not at the last Tick's).
+                extra.update(self.index.outside(-1 - mid, mark))
             if mark != last and mark is not None:
                 self._snap_marks()
                 marks.last_marks[mid] = mark
+        extra.update(self.index.outside(DRIFT, now))  # funding payments may have used up their slack
         self._batch(now, events, extra)
         for address in list(self.queue):
             self._run_policy(address, ctx, events)
@@ -660,6 +803,13 @@ class Solvency:
             paid += i + p
         return paid
 
+    def _lends(self, a) -> bool:
+        """``a`` holds an open claim it lent."""
+        for loan in a.loans.values():
+            if loan.lender is a and loan.open:
+                return True
+        return False
+
     def _owed(self, a, asset: int, now: int) -> int:
         return sum(loan.owed(now) for loan in a.loans.values() if loan.borrower is a and loan.asset == asset)
 
@@ -740,16 +890,37 @@ class Solvency:
             if margin_part is not None and hasattr(margin_part, "borrow"):
                 margin_part.borrow(a, q, -a.available[q], now, events)
         # 5. per asset: what cannot be paid is written off the lenders' claims pro
-        #    rata first (so no lender is paid ahead of another), then the rest is repaid
+        #    rata first (so no lender is paid ahead of another), then the rest is
+        #    repaid; a negative balance no lender took goes to the insurance fund.
+        #    While the account still holds claims it LENT (they have a term and
+        #    cannot be sold), nothing is written off: its creditors keep their
+        #    full claims, debts it can pay now are repaid, the rest stays owed
+        #    until the claims come back and a later Liquidate finishes the job
+        #    (found by review: the defaulter's creditors were cut in full while
+        #    it kept its own claims, and withdrew them once repaid).
+        lends = self._lends(a)
+        insurance = None
         for i in range(engine._n_assets):
             owed = self._owed(a, i, now)
             have = max(0, a.available[i])
+            if lends:
+                if owed and owed <= have:
+                    self._repay(a, i, now, events)
+                continue
             cut = owed - have if owed > have else 0
             if cut:
                 engine.lending.share_default(a, i, cut, now, events)
             if owed:
                 self._repay(a, i, now, events)
             negative = -a.available[i] if a.available[i] < 0 else 0
+            if negative:
+                # Perp losses beyond what the account had and what lenders would
+                # take: the insurance fund pays them (its balance may go below
+                # zero; the operator funds it), so the loss never stays on a dead
+                # account to be borrowed later from whoever offers next.
+                if insurance is None:
+                    insurance = engine._account_for(engine.config.insurance)
+                engine._move_free(insurance, a, i, negative)
             if cut or negative:
                 shortfall_total += cut + negative
                 events.append(AccountDefaulted(a.address, ids[i], cut + negative, negative))

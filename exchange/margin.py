@@ -27,6 +27,8 @@ in three places::
         same way, without a margin check (the debt exists already; a loan only
         gives it a lender and a rate). What the book cannot lend stays
         negative and is the liquidation path's business (exchange/liquidation.py).
+        The insurance fund (config.insurance) is skipped: its deficit is what
+        defaults left, for the operator to fund, not a debt to lend against.
 
 Unpaid interest at maturity is not handled here: lending's maturity hook
 already rolls the shortfall (principal and interest) over against the best
@@ -88,7 +90,8 @@ class AutoBorrowing:
 
     # ==== the engine's INSUFFICIENT_BALANCE branches ======================
 
-    def place(self, c, ctx, market, account, side: int, price: int, lots: int, asset: int, hold: int):
+    def place(self, c, ctx, market, account, side: int, price: int, lots: int, asset: int, hold: int,
+              rests: bool = False):
         """PlaceOrder whose hold exceeds the free balance: borrow the
         shortfall within margin, then place it. Raises with nothing changed."""
         if market.kind is _LENDING:
@@ -101,7 +104,7 @@ class AutoBorrowing:
             events: list = []
             self._borrow_or_raise(account, asset, shortfall, ctx.timestamp, events)
             if market.clearing.__class__ is SpotClearing:
-                self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp)
+                self._check_spot_order(market, account, side, price, lots, hold, ctx.timestamp, rests)
                 self.checked = account
             else:
                 # A perp order's fee hold borrowed: the loans stay (their interest to
@@ -152,22 +155,35 @@ class AutoBorrowing:
             raise ExchangeError(Reason.BORROW_UNAVAILABLE, f"lending book {market.id} cannot lend {shortfall}")
         self._execute(market, account, plan, now, events)
 
-    def check_spot_fit(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+    def check_spot_fit(self, market, account, side: int, price: int, lots: int, hold: int, now: int,
+                       rests: bool = False, replacing=None) -> None:
         """A spot order that fits the free balance, by an account with positions
         or loans: INSUFFICIENT_MARGIN if, filled in full at its limit price paying
         its worst fee, it would leave opening-level available margin below zero -
         unless it does not lower it (an account already under water may still
-        trade its way out). Placing it unfilled moves balance between free and
-        held only, which changes no margin."""
+        trade its way out). An order that may rest (``rests``; ``replacing``: the
+        order a ModifyOrder re-queues, out of the figures) is judged resting too,
+        as the what-if will count it from then on: its loss against the oracle,
+        its worst fee and a unit per lot, filled or not (``_resting``; found by
+        the property test: a resting buy that shrank a WETH debt passed filled
+        and left the account below zero unfilled)."""
         if self.checked is account or not self._leveraged(account):
             return  # checked by place() already (see _check_spot_order), or cannot go below zero
         perps = self.engine._perps
         # The account's open perp orders assumed filled, as the perp check assumes them.
-        if perps._floor_available(account, now, None, self._fill_moves(market, side, price, lots, hold)) is not None:
-            return  # at or above zero once filled (the full path's same figure)
+        if replacing is None:  # the fast path (PerpClearing._floor_available): the same figure at or above zero
+            if rests:
+                fast = perps._floor_available(account, now, None, None, self._resting_choice(market, side, price, lots))
+            else:
+                fast = perps._floor_available(account, now, None, self._fill_moves(market, side, price, lots, hold))
+            if fast is not None:
+                return
         model = perps.risk_model()
-        portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
-        after = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        portfolio, prices = perps.portfolio_of(account, now, None, replacing, True, True)
+        # Resting, it counts at or below its filled figure (that is its fullest
+        # corner, the profit left out): the one figure is enough.
+        judge = self._resting if rests else self._filled
+        after = judge(market, portfolio, prices, side, price, lots, hold, model)
         if after >= 0:
             return
         # Under water once filled: allowed only if it does not lower the margin,
@@ -178,10 +194,40 @@ class AutoBorrowing:
         if after < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
         portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
-        bare = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        bare = judge(market, portfolio, prices, side, price, lots, hold, model)
         portfolio, prices = perps.portfolio_of(account, now, None, None, False, True)
         if bare < 0 and bare < perps._available(model, portfolio, prices, exact=True):
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {after}")
+
+    def _resting(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
+        """Opening-level available margin of ``portfolio`` with the spot order
+        resting, as ``PerpClearing._spot_what_if`` counts it (one more choice:
+        the base exposure from nothing to all of it filled, at its loss against
+        the oracle, never its profit, less its worst fee and a unit per lot; an
+        unpriced base: the buy's whole notional, no exposure). The hold moves
+        free -> held, which the balances count either way."""
+        engine = self.engine
+        perps = engine._perps
+        choice = self._resting_choice(market, side, price, lots)
+        if perps.oracle.prices[market.base]:
+            portfolio.choices = sorted([*portfolio.choices, choice])
+        else:
+            quote = engine._asset_ids[market.quote]
+            portfolio.balances[quote] = portfolio.balances.get(quote, 0) + choice[1]
+        return perps._available(model, portfolio, prices)
+
+    def _resting_choice(self, market, side: int, price: int, lots: int) -> tuple:
+        """(base asset id, value, low size, high size): ``_resting``'s choice
+        (with an unpriced base only its value counts, into the quote balance)."""
+        perps = self.engine._perps
+        oracle = perps.oracle.prices[market.base]
+        scale = 10 ** perps.decimals[market.base]
+        notional = price * lots
+        worth = lots * market.lot_size * oracle
+        against = worth - notional * scale if side == BUY else notional * scale - worth
+        value = (against if against < 0 else 0) // scale - lots + (-notional * market.max_fee // FEE_SCALE)
+        amount = lots * market.lot_size
+        return self.engine._asset_ids[market.base], value, 0 if side == BUY else -amount, amount if side == BUY else 0
 
     def _leveraged(self, account) -> bool:
         """A perp position, a resting perp order, a loan or a negative
@@ -211,7 +257,8 @@ class AutoBorrowing:
         notional = price * lots
         return (base, -amount), (quote, notional + (-notional * market.max_fee // FEE_SCALE))  # minus ceil(fee)
 
-    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int) -> None:
+    def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int,
+                          rests: bool = False) -> None:
         """INSUFFICIENT_MARGIN unless the spot order, filled in full at its
         limit price paying its worst fee, with the loans just opened, leaves
         opening-level available margin >= 0 - and so does not filling it at
@@ -220,10 +267,13 @@ class AutoBorrowing:
         perps = self.engine._perps
         model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
-        unfilled = perps._available(model, portfolio, prices)
-        if unfilled < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
-        available = self._filled(market, portfolio, prices, side, price, lots, hold, model)
+        if rests:  # resting: at or below both ends (its corners, the profit left out)
+            available = self._resting(market, portfolio, prices, side, price, lots, hold, model)
+        else:
+            unfilled = perps._available(model, portfolio, prices)
+            if unfilled < 0:
+                raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {unfilled}")
+            available = self._filled(market, portfolio, prices, side, price, lots, hold, model)
         if available < 0:
             raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
 
@@ -278,7 +328,12 @@ class AutoBorrowing:
             return
         now = ctx.timestamp
         log = self.engine._log
+        insurance = self.engine.config.insurance
         for account in sorted(negative, key=_address):
+            if account.address == insurance:  # its deficit is the operator's to fund, not a borrower's
+                negative.discard(account)
+                log.append((_renote, account, negative))
+                continue
             available = account.available
             for asset in range(len(available)):
                 if available[asset] < 0:

@@ -82,6 +82,9 @@ from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
 _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
+# The largest oracle price (quote units per whole token): 2**128 is 3.4e32 dollars a
+# token with 6-decimal USDC, far past any real price.
+MAX_ORACLE_PRICE = 2**128
 _NO_SUMS = (0, 0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
@@ -460,21 +463,28 @@ class PerpClearing(SpotClearing):
             lots = min(lots, abs(size) // market.lot_size)
         if not self.oracle.prices[market.base]:
             raise ExchangeError(Reason.NO_ORACLE_PRICE)
-        self._check_margin(market, account, side, price, lots, reduce_only)
+        self._check_margin(market, account, side, price, lots, reduce_only,
+                           rests=tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY)
         return lots
 
-    def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None) -> None:
+    def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None,
+                      rests: bool = True) -> None:
         """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
         (its worst fee paid), with the account's other open perp orders filling
         or not, their profits not counted (``_what_if``), leaves opening-level
-        available margin >= 0.
+        available margin >= 0. An order that may rest (``rests``: GTC,
+        post-only, a modified order) is judged as it will then count: filled
+        or not, in part or in full, its loss and fee in either way (found by
+        the property test: a resting buy that shrank a short passed filled,
+        and its unfilled corner left the account below zero).
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
         model = self.model or self.risk_model()
-        if replacing is None and self._floor_available(account, now, (market, side, price, lots)) is not None:
+        order = (market, side, price, lots, rests)
+        if replacing is None and self._floor_available(account, now, order) is not None:
             return  # at or above zero (the full path's same figure)
-        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots), replacing, True, True)
+        portfolio, prices = self.portfolio_of(account, now, order, replacing, True, True)
         after = self._available(model, portfolio, prices)
         if after >= 0:
             return
@@ -486,7 +496,8 @@ class PerpClearing(SpotClearing):
             portfolio, prices = self.portfolio_of(account, now, None, replacing, True, True)
             if after >= self._available(model, portfolio, prices, exact=True):
                 bare_after = self._available(model, *self.portfolio_of(
-                    account, now, (market, side, price, lots), replacing, True, True, resting=False), exact=True)
+                    account, now, (market, side, price, lots, False), replacing, True, True, resting=False),
+                    exact=True)
                 bare_before = self._available(model, *self.portfolio_of(account, now, None, None, False, True),
                                               exact=True)
                 if bare_after >= 0 or bare_after >= bare_before:
@@ -663,12 +674,14 @@ class PerpClearing(SpotClearing):
             perps.append((base_id, size, entry, mark, owed))
         return perps
 
-    def _floor_available(self, account, now: int, order, moves=None) -> int | None:
+    def _floor_available(self, account, now: int, order, moves=None, extra=None) -> int | None:
         """The check's figure ``_available(model, portfolio, prices)`` of
         ``portfolio, prices = portfolio_of(account, now, order, None, True,
         True)`` - with ``moves`` ((asset id, amount) pairs) added to
         ``portfolio.balances`` first, as a spot fill's or a withdrawal's check
-        does - when it is at or above zero, the answer of nearly every check:
+        does, or ``extra`` (asset id, value, low, high) added to its choices,
+        as a resting spot order's check does (AutoBorrowing._resting) - when
+        it is at or above zero, the answer of nearly every check:
         RiskModel._worst's cheap bound (or, without choices, the exact
         figure). Computed without the Portfolio (no balances dict, no choices
         list by underlying, three calls fewer), from the same parts with the
@@ -705,7 +718,7 @@ class PerpClearing(SpotClearing):
         try:
             equity, deductions, delta = model._holdings(balances, perps, lent, borrowed, prices)
             base = equity - deductions
-            if not choices:  # RiskModel._available's exact figure
+            if not choices and extra is None:  # RiskModel._available's exact figure
                 available = base - model._loss(delta, prices, 1, 5)
                 return available if available >= 0 else None
             # RiskModel._worst's pass over the choices (there by underlying id)
@@ -713,6 +726,16 @@ class PerpClearing(SpotClearing):
             base_ids = self._base_ids
             for mid, _, value, low, high in choices:
                 asset = base_ids[mid]
+                base += value
+                was = ranges.get(asset)
+                if was is None:
+                    d = delta.get(asset, 0)
+                    ranges[asset] = [d + low, d + high]
+                else:
+                    was[0] += low
+                    was[1] += high
+            if extra is not None:
+                asset, value, low, high = extra
                 base += value
                 was = ranges.get(asset)
                 if was is None:
@@ -802,11 +825,11 @@ class PerpClearing(SpotClearing):
             resting = {}
             replacing = None
         new = None
-        if order is not None:  # (market id, side, price, lots, its worst fee)
-            m, side, price, lots = order
-            new = (m.id, side, price, lots, -(price * lots * m.max_fee // -FEE_SCALE))
-        if replacing is not None:
-            # a modified order's old self is out of the what-if
+        if order is not None:  # (market id, side, price, lots, its worst fee, may rest)
+            m, side, price, lots, rests = order
+            new = (m.id, side, price, lots, -(price * lots * m.max_fee // -FEE_SCALE), rests)
+        if replacing is not None and replacing.market in resting:
+            # a modified perp order's old self is out of the what-if (a spot one: _spot_what_if)
             mid = replacing.market
             resting = dict(resting)
             sums = resting[mid] = list(resting[mid])
@@ -839,29 +862,35 @@ class PerpClearing(SpotClearing):
                 # exposure runs from every sell filled to every buy filled.
                 index = oracle[base]
                 if oracle_mark:
-                    mark = low = high = index
+                    mark = below = above = index
                 else:  # the lower and the higher of the mark and the oracle
                     mark = self._mark(mid)
                     if mark < index:
-                        low, high = mark, index
+                        below, above = mark, index
                     else:
-                        low, high = index, mark
+                        below, above = index, mark
                 # guarded (a check): the position at the worse of mark and oracle
-                value = size * ((low if size > 0 else high) if guarded else mark) // one - entry - owed
+                value = size * ((below if size > 0 else above) if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and
                 # the oracle for it: a median mark moves with the book, which the
                 # account's own orders help make (found by review: its own bid
                 # lifted the mark above the bid, its loss counted nothing).
-                buy_ref = lot * low  # of one lot, times ``one``
-                sell_ref = lot * high
+                buy_ref = lot * below  # of one lot, times ``one``
+                sell_ref = lot * above
                 losses = 0  # sum of lots x (price against the reference), times ``one``, where negative
+                low = high = 0  # the new order's share of the range (lots) when it may rest
                 if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
-                    _, side, price, lots, fee = new
+                    _, side, price, lots, fee, rests = new
                     against = lots * (buy_ref - price * one) if side == BUY else lots * (price * one - sell_ref)
                     if against < 0:
                         losses += against
                     value -= fee + lots
-                    size += lots * lot if side == BUY else -lots * lot
+                    if not rests:
+                        size += lots * lot if side == BUY else -lots * lot
+                    elif side == BUY:  # filled or not, as a resting order
+                        high = lots
+                    else:
+                        low = lots
                 if bought and (m.book.bids.best or 0) * one > buy_ref:
                     losses += self._losses(account, mid, BUY, replacing, buy_ref, one)
                 if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
@@ -870,11 +899,11 @@ class PerpClearing(SpotClearing):
                 if losses:
                     value += losses // one
                 positions.pop(mid, None)
-                choices.append((mid, owed, value, size - sold * lot, size + bought * lot))
+                choices.append((mid, owed, value, size - (sold + low) * lot, size + (bought + high) * lot))
                 continue
             cash = 0
             if new is not None and new[0] == mid:  # (no oracle price / another quote) the order fills first
-                _, side, price, lots, fee = new
+                _, side, price, lots, fee, _ = new
                 size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
                                               price * lots, price, lot)
                 cash = realized - fee
@@ -1091,15 +1120,19 @@ class PerpClearing(SpotClearing):
 
     def oracle_asset(self, c: SetOraclePrice) -> int:
         """The asset index a SetOraclePrice sets, after its checks (from the
-        oracle account, a known asset, an int price > 0); raises otherwise."""
+        oracle account, a known asset other than the risk model's quote, whose
+        price is fixed at one, an int price in 1..MAX_ORACLE_PRICE); raises
+        otherwise (a price of 2**256 - 1 was taken; found by review)."""
         engine = self.engine
         if c.account != engine.config.oracle:
             raise ExchangeError(Reason.NOT_AUTHORIZED)
         asset = engine._asset_index.get(c.asset)
         if asset is None:
             raise ExchangeError(Reason.UNKNOWN_ASSET)
-        if c.price.__class__ is not int or c.price <= 0:
+        if c.price.__class__ is not int or not 0 < c.price <= MAX_ORACLE_PRICE:
             raise ExchangeError(Reason.INVALID_PRICE)
+        if c.asset == self.risk_model().quote:
+            raise ExchangeError(Reason.INVALID_PRICE, "the quote asset's price is fixed at one")
         return asset
 
     def set_oracle_price(self, c: SetOraclePrice, ctx):

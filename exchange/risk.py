@@ -610,14 +610,16 @@ class RiskModel:
             loss += 1
         return loss
 
-    def liq_band(self, portfolio: Portfolio, prices) -> tuple[int, dict]:
-        """``(available_liq(p, prices), safe_band(p, prices, LIQ, 0, available=that))``
+    def liq_band(self, portfolio: Portfolio, prices, marks=(), held_back: bool = False) -> tuple[int, dict]:
+        """``(available_liq(p, prices), safe_band(p, prices, LIQ, 0, available=that, marks=marks))``
         (the re-banding of an account without a de-risk policy needs both;
-        tests/exchange/test_fast_checks.py)."""
+        tests/exchange/test_fast_checks.py). ``held_back``: the bands leave
+        ``held_back(available)`` of the slack unused (for drift, the caller's)."""
         if portfolio.choices:
             available = self._available(portfolio, prices, 2, 6)
             delta, haircut, sites = self._exposures(portfolio)
-            return available, self._bands(delta, haircut, sites, prices, available, 0, 2)
+            banded = available - held_back_of(available, 0) if held_back else available
+            return available, self._bands(delta, haircut, sites, prices, banded, 0, 2, marks)
         # The re-banding's hot path: _holdings' figures and _exposures' haircut
         # and rounding sites in one pass (the same sums, dicts in the same order).
         quote = self.quote
@@ -665,7 +667,8 @@ class RiskModel:
                 haircut[a] = haircut.get(a, 0) + interest * PPM
                 sites[a] = sites.get(a, 0) + 2
         available = equity - deductions - self._loss(delta, prices, 2, 6)
-        return available, self._bands(delta, haircut, sites, prices, available, 0, 2)
+        banded = available - held_back_of(available, 0) if held_back else available
+        return available, self._bands(delta, haircut, sites, prices, banded, 0, 2, marks)
 
     def _correlated(self, exposed) -> tuple:
         """Losses at both levels and the binding scenario of two or more
@@ -720,12 +723,20 @@ class RiskModel:
     # ==== safe band ===========================================================
 
     def safe_band(self, portfolio: Portfolio, prices, level: str = OPEN, floor: int = 0,
-                  margin: Margin | None = None, available: int | None = None) -> dict:
+                  margin: Margin | None = None, available: int | None = None, marks=()) -> dict:
         """Per exposed underlying ``u`` a price range ``(lo, hi)`` (inclusive)
         such that, for EVERY price vector with each ``p_u`` in its own range,
         available margin at ``level`` stays ``> floor``. Each perp's mark is
         assumed to move with its underlying's price one for one (exact for
-        ``mark = "oracle"``); ``hi == UNBOUNDED`` / ``lo == 0`` mean no move
+        ``mark = "oracle"``), except the perps listed in ``marks``
+        (``[(key, asset, size, mark)]``: a market whose mark is a median, which
+        moves on its own - the book, the last trade): each gets an axis of its
+        own, ``bands[key]`` a range of its MARK, and its size leaves the PnL
+        slope of its underlying (it stays in the shock term, which is taken at
+        the oracle price). Every axis, underlying or mark, is then one more
+        ``u`` of the proof below with ``Knum = |size| * PPM`` (its value
+        ``size * mark`` moves with the mark alone; its rounding site is already
+        counted under its underlying); ``hi == UNBOUNDED`` / ``lo == 0`` mean no move
         that way can breach. If the margin is not above the floor even now
         (or the slack is used up by rounding), every band is ``(p, p)``:
         any move re-visits the account. ``margin``: this portfolio's
@@ -770,7 +781,7 @@ class RiskModel:
                 margin = self.evaluate(portfolio, prices)
             available = margin.available_open if level == OPEN else margin.available_liq
         delta, haircut, sites = self._exposures(portfolio)
-        return self._bands(delta, haircut, sites, prices, available, floor, 1 if level == OPEN else 2)
+        return self._bands(delta, haircut, sites, prices, available, floor, 1 if level == OPEN else 2, marks)
 
     def _exposures(self, portfolio: Portfolio) -> tuple[dict, dict, dict]:
         """safe_band's per-underlying sums: net exposure (base units), haircut
@@ -800,28 +811,36 @@ class RiskModel:
         return delta, haircut, sites
 
     def _bands(self, delta: dict, haircut: dict, sites: dict, prices, available: int, floor: int,
-               shock_at: int) -> dict:
-        """safe_band's ranges from its per-underlying sums (see its proof)."""
+               shock_at: int, marks=()) -> dict:
+        """safe_band's ranges from its per-underlying sums (see its proof);
+        ``marks``: safe_band's median-mark axes."""
         params = self._p
         bands: dict = {}
         if not sites:
             return bands
         slack = available - floor
         budget = slack - 1 - sum(sites.values())
-        if slack <= 0 or budget < 0:  # no room: every band is the price itself
+        if slack <= 0 or budget < 0:  # no room: every band is the price (a mark axis: the mark) itself
             for a in sorted(sites):
                 p = prices[a]
                 bands[a] = (p, p)
+            for key, _, _, mark in marks:
+                bands[key] = (mark, mark)
             return bands
+        pnl = delta
+        if marks:  # a median mark's perp moves with its own axis, not its underlying's price
+            pnl = dict(delta)
+            for _, a, size, _ in marks:
+                pnl[a] -= size
         knum = {}
-        sensitive = 0
+        sensitive = len(marks)
         for a in sites:
             d = delta.get(a, 0)
-            k = abs(d * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
+            k = abs(pnl.get(a, 0) * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
             knum[a] = k
             if k:
                 sensitive += 1
-        share = budget // sensitive if sensitive else 0  # (unused when none is sensitive)
+        share = budget // sensitive if sensitive else 0  # (unused when nothing is sensitive)
         for a in sorted(sites):
             p = prices[a]
             k = knum[a]
@@ -830,7 +849,17 @@ class RiskModel:
             else:
                 move = share * params[a][4] // k
                 bands[a] = (p - move if p > move else 0, p + move)
+        for key, a, size, mark in marks:
+            move = share * params[a][4] // (abs(size) * PPM)
+            bands[key] = (mark - move if mark > move else 0, mark + move)
         return bands
+
+
+def held_back_of(available: int, floor: int) -> int:
+    """The part of the slack above ``floor`` that price bands leave for drift
+    (funding payments that change no object): half of it."""
+    slack = available - floor
+    return slack // 2 if slack > 0 else 0
 
 
 # ==== threshold index =========================================================
@@ -914,6 +943,21 @@ class ThresholdIndex:
                     self._low[a].remove((lo, key))
                 if hi is not None:
                     self._high[a].remove((hi, key))
+
+    def outside(self, asset, value: int) -> list:
+        """The keys whose band on ``asset`` does not hold ``value`` (``lo >
+        value`` or ``hi < value``), in sorted key order: for an axis whose bands
+        were set at different values (a median mark, read live when each account
+        was re-banded), where "crossed since the last value" would miss a band
+        the last value was already outside of."""
+        hits: set = set()
+        sl = self._low.get(asset)
+        if sl:
+            hits.update(key for _, key in sl.irange((value + 1,), None))
+        sl = self._high.get(asset)
+        if sl:
+            hits.update(key for _, key in sl.irange(None, (value,), inclusive=(True, False)))
+        return sorted(hits)
 
     def crossed(self, asset, old: int, new: int) -> list:
         if new < old:

@@ -245,7 +245,7 @@ def _what_if_by_replay(perps, account, positions, order, replacing) -> dict:
             by_market.setdefault(o.market, ([], []))[o.side].append(o)
     out = {}
     if order is not None:
-        m, side, price, lots = order
+        m, side, price, lots, _ = order
         lot = m.lot_size
         size, entry, owed = positions.get(m.id, _FLAT)
         size, entry, realized = trade(size, entry, lots * lot if side == BUY else -lots * lot,
@@ -335,7 +335,8 @@ def test_what_if_equals_the_fill_by_fill_replay(config, orders, starts, new, rep
     order = None
     if new is not None:
         m, side, off, lots, _ = new
-        order = (perps._perp_info[mids[m % len(mids)]][0], side, max(1, 3_000_000 + off * 1000), lots)
+        # an order that takes (IOC): filled in full; one that may rest is a resting order (the property tests)
+        order = (perps._perp_info[mids[m % len(mids)]][0], side, max(1, 3_000_000 + off * 1000), lots, False)
     want_positions = dict(positions)
     want = _what_if_by_replay(perps, account, want_positions, order, replacing)
     new_cash = want.pop("new cash", 0)

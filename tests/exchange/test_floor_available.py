@@ -23,26 +23,29 @@ from test_portfolio_properties import ETH_PERP, LENDER, TRADERS, _command, _setu
 WBTC = 2
 
 
-def _full(perps, a, now, order, moves):
-    """The full path's figure, or the reason it raises."""
+def _full(perps, a, now, order, moves, extra=None):
+    """The full path's figure, or the reason it raises (``extra``: a resting
+    spot order's choice, added as AutoBorrowing._resting adds it)."""
     try:
         portfolio, prices = perps.portfolio_of(a, now, order, None, True, True)
         for key, amount in moves:
             portfolio.balances[key] = portfolio.balances.get(key, 0) + amount
+        if extra is not None:
+            portfolio.choices = sorted([*portfolio.choices, extra])
         return perps._available(perps.risk_model(), portfolio, prices)
     except ex.ExchangeError as e:
         return e.reason
 
 
-def _fast(perps, a, now, order, moves):
+def _fast(perps, a, now, order, moves, extra=None):
     try:
-        return perps._floor_available(a, now, order, moves)
+        return perps._floor_available(a, now, order, moves, extra)
     except ex.ExchangeError as e:
         return e.reason
 
 
-_WHAT_IF = st.tuples(st.integers(0, 3), st.sampled_from([ex.Side.BUY, ex.Side.SELL]), st.integers(-300, 300),
-                     st.integers(1, 3000))
+_WHAT_IF = st.tuples(st.integers(0, 4), st.sampled_from([ex.Side.BUY, ex.Side.SELL]), st.integers(-300, 300),
+                     st.integers(1, 3000), st.booleans())
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -56,6 +59,7 @@ def test_floor_available_is_the_full_figure_or_none(config, steps, what_ifs, btc
     perps = e._perps
     ids = e._asset_ids
     market = e._markets[ETH_PERP]
+    spot = e._markets[0]  # ETH-USDC
     oracle = 2000 * USD
     now, block = CTX.timestamp, CTX.block_number
 
@@ -73,18 +77,20 @@ def test_floor_available_is_the_full_figure_or_none(config, steps, what_ifs, btc
             a = e._accounts.get(address)
             if a is None:
                 continue
-            for kind, what_side, what_offset, lots in what_ifs:
-                order, moves = None, None
-                if kind == 0:  # a perp order
-                    order = (market, what_side, px(oracle // USD + what_offset), lots)
+            for kind, what_side, what_offset, lots, rests in what_ifs:
+                order, moves, extra = None, None, None
+                if kind == 0:  # a perp order (that may rest, or not)
+                    order = (market, what_side, px(oracle // USD + what_offset), lots, rests)
                 elif kind == 1:  # a spot buy's (or sell's) fill
                     usdc = px(oracle // USD + what_offset) * lots
                     sign = 1 if what_side == ex.Side.BUY else -1
                     moves = ((ids[USDC], -sign * usdc), (ids[WETH], sign * lots * LOT))
                 elif kind == 2:  # a withdrawal
                     moves = ((ids[USDC if what_side == ex.Side.BUY else WETH], -lots * USD),)
-                full = _full(perps, a, now, order, moves or ())
-                fast = _fast(perps, a, now, order, moves)
+                elif kind == 3:  # a resting spot order (priced base: a choice)
+                    extra = e._parts["margin"]._resting_choice(spot, what_side, px(oracle // USD + what_offset), lots)
+                full = _full(perps, a, now, order, moves or (), extra)
+                fast = _fast(perps, a, now, order, moves, extra)
                 if fast is not None:
                     assert fast == full and fast >= 0
                     assert btc_priced  # every asset priced, else the full path answers
@@ -106,7 +112,11 @@ def test_floor_available_answers_an_ordinary_check(config):
     perps = e._perps
     a = e._accounts[who]
     assert a.positions and a.loans and len(a.open_orders) == 2
-    order = (e._markets[ETH_PERP], ex.Side.BUY, px(1990), 500)
-    for what_if in ((order, None), (None, None), (None, ((e._asset_ids[USDC], -1000 * USD),))):
-        fast = perps._floor_available(a, CTX.timestamp, *what_if)
-        assert fast is not None and fast == _full(perps, a, CTX.timestamp, what_if[0], what_if[1] or ()) >= 0
+    resting = e._parts["margin"]._resting_choice(e._markets[0], ex.Side.BUY, px(1990), 100)
+    for rests in (True, False):
+        order = (e._markets[ETH_PERP], ex.Side.BUY, px(1990), 500, rests)
+        for what_if in ((order, None, None), (None, None, None), (None, ((e._asset_ids[USDC], -1000 * USD),), None),
+                        (None, None, resting)):
+            fast = perps._floor_available(a, CTX.timestamp, *what_if)
+            assert fast is not None and fast == _full(perps, a, CTX.timestamp, what_if[0], what_if[1] or (),
+                                                      what_if[2]) >= 0

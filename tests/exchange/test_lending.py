@@ -742,3 +742,22 @@ def test_no_lending_action_of_an_account_takes_it_below_opening_margin(config):
     e.apply(ex.Deposit(DAVE, USDC, 1_000_000), at(T0))
     borrow(e, DAVE, 1000 * USD, 5 * PCT, time_in_force=ex.TimeInForce.IOC)
     assert e.margin(DAVE, T0).available_open >= 0
+
+
+def test_a_context_earlier_than_the_last_touch_never_lowers_what_is_owed(engine):
+    """Block time never goes back on the chain, but the engine takes any
+    Context: after a touch at day 5, a 'repay everything' at day 1 must close
+    the loan (the interest already due stays due; it left it open, its
+    pending interest negative - found by review)."""
+    e = engine
+    lend(e, ALICE, 1000 * USD, 10 * PCT)
+    borrow(e, BOB, 1000 * USD, 10 * PCT)
+    loan = only_loan(e, BOB)
+    e.apply(ex.RepayLoan(BOB, loan.loan_id, 1), at(T0 + 5 * DAY))
+    due = e.lending.loan_view(loan.loan_id, T0 + 5 * DAY).interest_due
+    assert e.lending.loan_view(loan.loan_id, T0 + DAY).interest_due == due
+    lender_before = free(e, ALICE, USDC)
+    e.apply(ex.RepayLoan(BOB, loan.loan_id, 10**30), at(T0 + DAY))
+    assert e.loans(BOB, T0 + DAY) == []
+    assert free(e, ALICE, USDC) - lender_before == 1000 * USD + due
+    consistent(e)

@@ -15,9 +15,9 @@ from exchange import Reason as R
 from exchange import Side
 from exchange import liquidation as lq
 
-from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, events_of, free, px
+from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, default_doc, events_of, free, px
 
-ETH_USDC, ETH_PERP, USDC_LEND = 0, 2, 4
+ETH_USDC, ETH_PERP, USDC_LEND, WETH_LEND = 0, 2, 4, 5
 DAVE = b"\xd0" * 20
 L1, L2 = b"\x11" * 20, b"\x12" * 20
 RATE = ex.RATE_SCALE
@@ -504,13 +504,9 @@ def test_a_batched_liquidation_is_the_liquidators_action(config):
     assert own.state_digest() == digest
 
 
-def test_a_restored_engine_goes_the_same_way_as_the_original(config):
-    """Funding drift (which changes no object) takes ALICE to liquidation-level
-    margin <= 0 unseen; an engine restored from bytes then must re-band the
-    same accounts as the original at every later batch - not all of them -
-    or it flags ALICE where the original does not, and the two digests part
-    (found by review: a node restarted from a snapshot no longer matched its
-    own chain). The bands, totals and pending marks are saved for that."""
+def drifting_long(config, policy=()):
+    """ALICE long 1 ETH-PERP on 455 USDC, the oracle at 2870, the book above it
+    (longs pay funding each hour); ALICE's ``policy`` set first. (engine, clock)"""
     e = ex.Engine(config)
     t = [36_000]
 
@@ -522,15 +518,67 @@ def test_a_restored_engine_goes_the_same_way_as_the_original(config):
     for who in (BOB, CAROL):
         e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), now())
     e.apply(ex.Deposit(ALICE, USDC, 455 * USD), now())
+    if policy:
+        e.apply(ex.SetDeriskPolicy(ALICE, lq.flatten_rules(policy)), now())
     place(e, BOB, ETH_PERP, Side.SELL, px(3000), ETH, now())
     place(e, ALICE, ETH_PERP, Side.BUY, px(3000), ETH, now(), time_in_force=ex.TimeInForce.IOC)
     oracle(e, config, 2870 * USD, now())
     place(e, BOB, ETH_PERP, Side.BUY, px(3100), 5 * ETH, now())  # the book above the oracle: longs pay
     place(e, CAROL, ETH_PERP, Side.SELL, px(3200), 5 * ETH, now())
+    return e, t
+
+
+def test_funding_drift_alone_flags_the_account_at_a_tick(config):
+    """Funding payments change no object the index watches: the account was
+    seen only at its next touch (a documented gap). The price bands now leave
+    half their slack for funding, and a time axis re-bands the account once
+    that may be used up: ALICE is flagged at the Tick that takes her to zero,
+    with no command of hers."""
+    e, t = drifting_long(config)
+    flagged_at = None
+    for hour in range(1, 8):
+        t[0] += 3600
+        _, events = e.apply(ex.Tick(), ex.Context(t[0], t[0]))
+        available = e.margin(ALICE, t[0]).available_liq
+        assert (ALICE in e.liquidatable_accounts()) == (available <= 0), hour
+        if available <= 0 and flagged_at is None:
+            flagged_at = hour
+            assert [ev.account for ev in events_of(events, ex.AccountLiquidatable)] == [ALICE]
+    assert flagged_at is not None
+
+
+def test_funding_drift_alone_runs_the_policy(config):
+    """A de-risk policy on available margin fires when funding alone takes
+    the account below its threshold ("the engine runs it each block")."""
+    rule = lq.DeriskRule(lq.AVAILABLE_LIQ_BELOW, 0, 30 * USD, lq.REDUCE_PERP, ETH_PERP, 500_000)
+    e, t = drifting_long(config, [rule])
+    assert e.margin(ALICE, t[0]).available_liq > 30 * USD
+    taken = []
+    for _ in range(8):
+        t[0] += 3600
+        _, events = e.apply(ex.Tick(), ex.Context(t[0], t[0]))
+        taken += events_of(events, ex.DeriskActionTaken)
+        if taken:
+            break
+    assert taken and taken[0].account == ALICE
+    assert e.position(ALICE, ETH_PERP).size == ETH // 2
+
+
+def test_a_restored_engine_goes_the_same_way_as_the_original(config):
+    """An engine restored from bytes must re-band the same accounts as the
+    original at every later batch - not all of them - or it flags ALICE where
+    the original does not, and the two digests part (found by review: a node
+    restarted from a snapshot no longer matched its own chain). The bands
+    (the time axis too), totals and pending marks are saved for that."""
+    e, t = drifting_long(config)
+
+    def now():
+        return ex.Context(t[0], t[0])
+
     for _ in range(4):
         t[0] += 3600
         e.apply(ex.Tick(), now())
-    assert e.margin(ALICE, t[0]).available_liq <= 0 and e.liquidatable_accounts() == []  # unseen drift
+    assert e.margin(ALICE, t[0]).available_liq <= 0 and e.liquidatable_accounts() == [ALICE]  # drift, seen
     copy = ex.Engine.from_bytes(e.to_bytes(), config)
     assert copy.state_digest() == e.state_digest() and copy.to_bytes() == e.to_bytes()
     for command in (ex.SetOraclePrice(config.oracle, 2, 60_001 * USD), ex.Tick(),
@@ -542,15 +590,168 @@ def test_a_restored_engine_goes_the_same_way_as_the_original(config):
     assert copy.to_bytes() == e.to_bytes()
 
 
-def test_a_default_that_leaves_a_negative_balance_passes_the_audit(perp, config):
-    """With no lender to take it, what a default leaves is a negative free
-    balance, which part 2 allows: the audit must not call it a broken
-    invariant (it did; found by review), while the books still balance."""
+def test_a_default_no_lender_takes_goes_to_the_insurance_fund(perp, config):
+    """Perp losses beyond the account's money with no lender to take them: the
+    insurance fund (the oracle account unless configured) pays the negative
+    balance - its own balance may go below zero, which the audit allows - so
+    the dead account ends at zero, is not liquidatable again (it re-emitted the
+    same default forever) and no later lender inherits the loss (the next
+    Tick borrowed it from whoever offered next; found by review)."""
     e = perp
+    insurance = config.insurance
+    assert insurance == config.oracle  # the default
     long_perp(e, ALICE, 1000 * USD, ETH)
     oracle(e, config, 1700 * USD)
     place(e, BOB, ETH_PERP, Side.BUY, px(1600), ETH)
+    fund = e.balances(insurance).get(USDC, (0, 0))[0]
     result, events = e.apply(ex.Liquidate(CAROL, ALICE), CTX)
-    assert result.shortfall > 0 and events_of(events, ex.AccountDefaulted)[0].negative > 0
-    assert free(e, ALICE, USDC) < 0
+    defaulted = events_of(events, ex.AccountDefaulted)
+    assert result.shortfall > 0 and [(d.asset, d.shortfall, d.negative) for d in defaulted] == [
+        (USDC, result.shortfall, result.shortfall)]
+    assert free(e, ALICE, USDC) == 0 and e.loans(ALICE, CTX.timestamp) == []
+    assert free(e, insurance, USDC) == fund - result.shortfall < 0
     conserved(e)
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert err.value.reason == R.NOTHING_TO_LIQUIDATE
+    with pytest.raises(ex.ExchangeError) as err:  # nor the fund itself, however deep its deficit
+        e.apply(ex.Liquidate(CAROL, insurance), CTX)
+    assert err.value.reason == R.NOTHING_TO_LIQUIDATE
+    # a lender arriving later lends to nobody at the Tick, the fund included
+    e.apply(ex.Deposit(L1, USDC, 10_000 * USD), CTX)
+    place(e, L1, USDC_LEND, Side.SELL, 50_000_000, 10_000 * USD)
+    e.apply(ex.Tick(), at(CTX.timestamp + 1))
+    assert e.loans(L1, CTX.timestamp + 1) == [] and free(e, insurance, USDC) == fund - result.shortfall
+    e.apply(ex.Deposit(insurance, USDC, result.shortfall), CTX)  # the operator funds it
+    assert free(e, insurance, USDC) == fund
+    conserved(e)
+
+
+def test_a_configured_insurance_fund_takes_the_default(config):
+    doc = default_doc()
+    doc["exchange"]["insurance_fund"] = "0x" + "1f" * 20
+    cfg = ex.load(doc)
+    assert cfg.insurance == b"\x1f" * 20
+    e = ex.Engine(cfg)
+    for who in (BOB, CAROL):
+        e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), CTX)
+    oracle(e, cfg, 3000 * USD)
+    long_perp(e, ALICE, 1000 * USD, ETH)
+    oracle(e, cfg, 1700 * USD)
+    place(e, BOB, ETH_PERP, Side.BUY, px(1600), ETH)
+    result, _ = e.apply(ex.Liquidate(CAROL, ALICE), CTX)
+    assert free(e, b"\x1f" * 20, USDC) == -result.shortfall < 0 and e.balances(config.oracle) == {}
+    conserved(e)
+
+
+def test_a_defaulter_that_lent_keeps_its_debts_owed_until_its_claims_return(perp, config):
+    """An account under water that LENT money (a claim with a term, which the
+    unwind cannot sell) is not written off: its creditors keep their full
+    claims (they were cut in full while the defaulter kept its own claim and
+    withdrew it once repaid - found by review); debts stay owed, its money
+    stays checked, and a later Liquidate finishes the job."""
+    e = perp
+    x = b"\x99" * 20
+    e.apply(ex.Deposit(x, USDC, 1_000_000 * USD), CTX)
+    e.apply(ex.Deposit(x, WETH, 100 * ETH), CTX)
+    e.apply(ex.Deposit(DAVE, USDC, 1000 * USD), CTX)
+    place(e, DAVE, USDC_LEND, Side.SELL, 50_000_000, 1000 * USD)  # DAVE lends its 1000 USDC to x
+    place(e, x, USDC_LEND, Side.BUY, 50_000_000, 1000 * USD, time_in_force=ex.TimeInForce.IOC)
+    place(e, BOB, WETH_LEND, Side.SELL, 50_000_000, 10 * ETH)
+    e.apply(ex.Withdraw(DAVE, WETH, ETH // 4), CTX)  # borrows 0.25 WETH from BOB
+    oracle(e, config, 3600 * USD)
+    assert e.margin(DAVE, CTX.timestamp).available_liq <= 0
+    place(e, CAROL, ETH_USDC, Side.SELL, px(3600), 10 * ETH)
+    claim = [(v.loan_id, v.principal) for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE]
+    result, events = e.apply(ex.Liquidate(CAROL, DAVE), CTX)
+    assert result.shortfall == 0 and result.reward == 0
+    assert events_of(events, ex.DefaultShared) == [] and events_of(events, ex.AccountDefaulted) == []
+    assert [(v.loan_id, v.principal) for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE] == claim
+    with pytest.raises(ex.ExchangeError) as err:
+        e.apply(ex.Withdraw(DAVE, USDC, 1), CTX)
+    assert err.value.reason in (R.INSUFFICIENT_MARGIN, R.INSUFFICIENT_BALANCE)
+    # x repays DAVE: DAVE now holds USDC against its WETH debt, which is still owed in full
+    later = at(CTX.timestamp + 86_400)
+    lent = [v.loan_id for v in e.loans(x, later.timestamp) if v.lender == DAVE]
+    e.apply(ex.RepayLoan(x, lent[0], 10**30), later)
+    assert free(e, DAVE, USDC) > 1000 * USD
+    assert [(v.loan_id, v.principal) for v in e.loans(BOB, later.timestamp) if v.borrower == DAVE] == claim
+    conserved(e)
+
+
+# ==== median marks: an axis of their own ======================================
+
+BTC_PERP, WBTC = 3, 2
+
+
+def btc_px(usd: int) -> int:
+    return usd * USD // 10**4  # USDC units per 0.0001 WBTC lot
+
+
+def test_a_median_mark_moving_alone_flags_the_account(config):
+    """BTC-PERP's mark is the median of oracle, book mid and last trade: it
+    can move while the oracle does not. The account's bands were in oracle
+    space only, so a short whose mark rose past its liquidation level was
+    never flagged (found by review). Now the mark has an axis of its own in
+    the index, read at each Tick."""
+    e = ex.Engine(config)
+    t = [CTX.timestamp]
+
+    def ctx():
+        return at(t[0])
+
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), ctx())
+    e.apply(ex.Deposit(ALICE, USDC, 1000 * USD), ctx())
+    for who in (BOB, CAROL):
+        e.apply(ex.Deposit(who, USDC, 10_000_000 * USD), ctx())
+    e.apply(ex.Tick(), ctx())
+    btc = 10**8
+    place(e, BOB, BTC_PERP, Side.BUY, btc_px(65_000), btc // 10, ctx())
+    place(e, ALICE, BTC_PERP, Side.SELL, btc_px(65_000), btc // 10, ctx(), time_in_force=ex.TimeInForce.IOC)
+    place(e, BOB, BTC_PERP, Side.BUY, btc_px(64_900), btc // 10, ctx())
+    place(e, CAROL, BTC_PERP, Side.SELL, btc_px(65_100), btc // 10, ctx())
+    t[0] += 12
+    e.apply(ex.Tick(), ctx())
+    assert e.mark_price(BTC_PERP) == 65_000 * USD and e.oracle_price(WBTC) == 60_000 * USD
+    assert e.margin(ALICE, t[0]).available_liq > 0 and e.liquidatable_accounts() == []
+    # the book and the last trade move up to 69,000 between BOB and CAROL; the oracle stays
+    e.apply(ex.CancelAll(BOB), ctx())
+    e.apply(ex.CancelAll(CAROL), ctx())
+    place(e, BOB, BTC_PERP, Side.BUY, btc_px(69_000), btc // 10, ctx())
+    place(e, CAROL, BTC_PERP, Side.SELL, btc_px(69_000), btc // 10, ctx(), time_in_force=ex.TimeInForce.IOC)
+    place(e, BOB, BTC_PERP, Side.BUY, btc_px(68_900), btc // 10, ctx())
+    place(e, CAROL, BTC_PERP, Side.SELL, btc_px(69_100), btc // 10, ctx())
+    t[0] += 12
+    _, events = e.apply(ex.Tick(), ctx())
+    assert e.mark_price(BTC_PERP) == 69_000 * USD and e.oracle_price(WBTC) == 60_000 * USD
+    assert e.margin(ALICE, t[0]).available_liq <= 0
+    assert e.liquidatable_accounts() == [ALICE]
+    assert [ev.account for ev in events_of(events, ex.AccountLiquidatable)] == [ALICE]
+    # the restored engine holds the same mark-axis bands
+    copy = ex.Engine.from_bytes(e.to_bytes(), config)
+    assert copy.state_digest() == e.state_digest() and copy.liquidatable_accounts() == [ALICE]
+
+
+def test_mark_axis_bands_hold_the_margin_above_zero(config):
+    """safe_band with a median perp: for every oracle price and mark inside
+    their bands, available margin stays above the floor (a hedged account: a
+    spot long against a perp short, which the mark's own moves unhedge)."""
+    from exchange.risk import LIQ, Portfolio, RiskModel
+    model = RiskModel.from_config(config)
+    btc = 10**8
+    prices = {0: USD, 1: 3000 * USD, 2: 60_000 * USD}
+    for mark in (55_000 * USD, 60_000 * USD, 66_000 * USD):
+        portfolio = Portfolio({0: 3000 * USD, 2: btc}, [(2, -btc, -mark, mark, 0)])
+        marks = [(-1 - BTC_PERP, 2, -btc, mark)]
+        available, bands = model.liq_band(portfolio, prices, marks)
+        assert available > 0
+        lo, hi = bands[-1 - BTC_PERP]
+        plo, phi = bands[2]
+        assert lo < mark < hi
+        for p in (plo, prices[2], phi):
+            for m in (lo, mark, hi):
+                moved = Portfolio({0: 3000 * USD, 2: btc}, [(2, -btc, -mark, m, 0)])
+                assert model.evaluate(moved, {**prices, 2: p}).available_liq > 0, (p, m)
+        # one step beyond the mark band (oracle still): the bands were not loose by much
+        outside = Portfolio({0: 3000 * USD, 2: btc}, [(2, -btc, -mark, 2 * hi - mark, 0)])
+        assert model.evaluate(outside, prices).available_liq < available

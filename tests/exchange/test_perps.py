@@ -53,19 +53,19 @@ def trade(e, buyer, seller, price, qty, market=ETH_PERP, ctx=CTX):
     return events
 
 
-def withdraw_all_allowed(e, who, within=1):
-    """``who`` withdraws the most USDC the margin check allows (to ``within`` units)."""
-    lo, hi = 0, free(e, who, USDC)
+def withdraw_all_allowed(e, who, within=1, asset=USDC):
+    """``who`` withdraws the most of ``asset`` the margin check allows (to ``within`` units)."""
+    lo, hi = 0, free(e, who, asset)
     while hi - lo > within:
         mid = (lo + hi) // 2
         token = e.checkpoint()
         try:
-            e.apply(ex.Withdraw(who, USDC, mid), CTX)
+            e.apply(ex.Withdraw(who, asset, mid), CTX)
             lo = mid
         except ex.ExchangeError:
             hi = mid
         e.revert(token)
-    e.apply(ex.Withdraw(who, USDC, lo), CTX)
+    e.apply(ex.Withdraw(who, asset, lo), CTX)
 
 
 def pos(e, who, market=ETH_PERP):
@@ -200,6 +200,9 @@ def test_oracle_prices_come_from_the_oracle_only(perp, config):
     rejects(e, ex.SetOraclePrice(config.admin, WETH, 1), R.NOT_AUTHORIZED)
     rejects(e, ex.SetOraclePrice(config.oracle, 9, 1), R.UNKNOWN_ASSET)
     rejects(e, ex.SetOraclePrice(config.oracle, WETH, 0), R.INVALID_PRICE)
+    rejects(e, ex.SetOraclePrice(config.oracle, WETH, 2**256 - 1), R.INVALID_PRICE)  # past MAX_ORACLE_PRICE
+    rejects(e, ex.SetOraclePrice(config.oracle, USDC, USD), R.INVALID_PRICE)  # the quote is fixed at one
+    e.apply(ex.SetOraclePrice(config.oracle, WETH, 2**128), CTX)  # the largest taken
     result, events = e.apply(ex.SetOraclePrice(config.oracle, WETH, 3123_450_000), CTX)
     assert events == [ex.OracleUpdated(WETH, 3123_450_000)]
     assert e.oracle_price(WETH) == 3123_450_000 == e.mark_price(ETH_PERP)  # mark = "oracle"
@@ -650,12 +653,14 @@ def test_a_perp_order_that_borrows_its_hold_must_carry_the_loan_unfilled(perp, c
     E = b"\xe0" * 20
     place(e, ALICE, Side.SELL, 100 * RATE, 1_000_000 * USD, market=4)  # USDC offered at 10,000 % a year
     e.apply(ex.Deposit(E, USDC, 50_000 * USD), CTX)
+    e.apply(ex.Deposit(E, WETH, 30 * ETH), CTX)
     place(e, BOB, Side.SELL, px(3000), 100 * ETH)
     place(e, E, Side.BUY, px(3000), 100 * ETH, time_in_force=ex.TimeInForce.IOC)  # long 100 ETH-PERP
-    withdraw_all_allowed(e, E, USD)
-    left = free(e, E, USDC)  # park the rest in a spot bid far below the market
-    place(e, E, Side.BUY, px(100), left * 1000 // px(100) // 1001 * LOT, market=0)
+    withdraw_all_allowed(e, E, USD)  # all of its USDC: the WETH carries the position
+    assert free(e, E, USDC) < USD
+    withdraw_all_allowed(e, E, ETH // 1000, asset=WETH)  # and then the WETH, down to zero margin
     before = e.margin(E, CTX.timestamp).available_open
+    assert 0 <= before < 10 * USD
     for usd in range(20_000, 400_000, 30_000):  # an IOC sell far above the book: it cannot fill
         token = e.checkpoint()
         try:

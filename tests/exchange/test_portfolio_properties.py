@@ -17,7 +17,7 @@ path, see exchange/margin.py), so the margin property does not cover them."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import exchange as ex
@@ -107,6 +107,15 @@ def _interest_is_paid_as_earned(e, paid: dict, now: int) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                 HealthCheck.function_scoped_fixture])
 @given(st.lists(step, min_size=10, max_size=40))
+# Found by this test (2026-11-25): a WETH debt at the margin's edge, then a
+# resting perp buy (1) or spot buy (2) at the oracle + 1 that shrinks it passed
+# as if filled and left the account below zero while it rested unfilled.
+@example(steps=[(0, 0, BUY, 0, 1, 0)] * 11 + [(0, 0, BUY, -22, 1, 0), (0, 0, BUY, -29, 1, 0),
+                (8, 0, BUY, 0, 659, 1), (10, 0, BUY, 0, 1013, 0), (8, 0, BUY, 0, 659, 1),
+                (3, 0, BUY, 1, 22, 0)])
+@example(steps=[(0, 0, BUY, 0, 1, 0)] * 11 + [(0, 0, BUY, -22, 1, 0), (0, 0, BUY, -29, 1, 0),
+                (8, 0, BUY, 0, 659, 1), (10, 0, BUY, 0, 1013, 0), (8, 0, BUY, 0, 659, 1),
+                (2, 0, BUY, 1, 14, 0)])
 def test_unified_account_properties(config, steps):
     e = _setup(config)
     oracle = 2000 * USD
