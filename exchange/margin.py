@@ -70,6 +70,7 @@ from .types import FEE_SCALE, MarketKind, MarketStatus
 
 BUY = 0
 _LENDING = MarketKind.LENDING  # (an enum member through its class costs ~4x a global)
+_ACTIVE = MarketStatus.ACTIVE
 
 
 class AutoBorrowing:
@@ -297,7 +298,7 @@ class AutoBorrowing:
         rate first, FIFO within a rate, skipping the borrower's own and
         expired offers; None (or, ``partial``, what there is) if the book
         cannot. Decided before any change, like lending's roll-over."""
-        if market.status is not MarketStatus.ACTIVE:
+        if market.status is not _ACTIVE:
             return [] if partial else None
         plan, need = offers_to_take(market, borrower, -(-amount // market.lot_size), now)
         if need and not partial:

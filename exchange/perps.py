@@ -86,6 +86,10 @@ _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
 # token with 6-decimal USDC, far past any real price.
 MAX_ORACLE_PRICE = 2**128
 _NO_SUMS = (0, 0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
+# Enum members read through their class cost ~4x a module global (~70 ns):
+# every perp order's check reads these.
+_GTC = TimeInForce.GTC
+_POST_ONLY = TimeInForce.POST_ONLY
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -454,7 +458,7 @@ class PerpClearing(SpotClearing):
         """Everything a new perp order must pass besides the part-1 rules;
         returns its lots (a reduce-only order trimmed to the position)."""
         if reduce_only:
-            if tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY:
+            if tif is _GTC or tif is _POST_ONLY:
                 raise ExchangeError(Reason.INVALID_ORDER, "reduce-only orders are IOC, FOK or market")
             pos = account.positions.get(market.id)
             size = pos.size if pos is not None else 0
@@ -464,7 +468,7 @@ class PerpClearing(SpotClearing):
         if not self.oracle.prices[market.base]:
             raise ExchangeError(Reason.NO_ORACLE_PRICE)
         self._check_margin(market, account, side, price, lots, reduce_only,
-                           rests=tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY)
+                           rests=tif is _GTC or tif is _POST_ONLY)
         return lots
 
     def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None,
