@@ -755,3 +755,71 @@ def test_mark_axis_bands_hold_the_margin_above_zero(config):
         # one step beyond the mark band (oracle still): the bands were not loose by much
         outside = Portfolio({0: 3000 * USD, 2: btc}, [(2, -btc, -mark, 2 * hi - mark, 0)])
         assert model.evaluate(outside, prices).available_liq < available
+
+
+# ==== review findings (session 6) ==============================================
+
+
+@pytest.mark.parametrize("command", ["set", "clear"])
+def test_a_reverted_policy_command_keeps_an_earlier_pending_mark(config, command):
+    """An eth_call of setDeriskPolicy / clearDeriskPolicy runs in a checkpoint
+    the node always reverts: it must not drop the re-band mark an earlier
+    digest added (it did: the account escaped its flag, and the serving
+    node's state parted from its replicas; found by review)."""
+    def run(revert: bool):
+        e = ex.Engine(config)
+        c = ex.Context(10, 36_000)
+        e.apply(ex.SetOraclePrice(config.oracle, WETH, 2000 * USD), c)
+        e.apply(ex.Tick(), c)
+        e.apply(ex.Deposit(BOB, USDC, 1_000_000 * USD), c)
+        e.apply(ex.Deposit(ALICE, USDC, 400 * USD), c)
+        rule = lq.flatten_rules([lq.DeriskRule(lq.AVAILABLE_LIQ_BELOW, 0, 1, lq.CANCEL_ALL, 0, 0)])
+        if command == "clear":
+            e.apply(ex.SetDeriskPolicy(ALICE, rule), c)
+        place(e, BOB, ETH_PERP, Side.SELL, px(2000), ETH, c)
+        place(e, ALICE, ETH_PERP, Side.BUY, px(2000), ETH, c, time_in_force=ex.TimeInForce.IOC)
+        e.state_digest()  # a sealed block: ALICE's change noted, pending
+        before = e.to_bytes()
+        if revert:
+            token = e.checkpoint()
+            e.apply(ex.SetDeriskPolicy(ALICE, rule) if command == "set" else ex.ClearDeriskPolicy(ALICE), c)
+            e.revert(token)
+            assert e.to_bytes() == before
+        e.apply(ex.Tick(), ex.Context(11, 36_001))
+        e.apply(ex.SetOraclePrice(config.oracle, WETH, 1700 * USD), ex.Context(12, 36_002))
+        assert e.margin(ALICE, 36_002).available_liq < 0 and e.liquidatable_accounts() == [ALICE]
+        return e.state_digest()
+    assert run(True) == run(False)
+
+
+def test_an_engine_orders_fee_below_zero_is_noted_for_borrowing(config):
+    """A de-risk action's engine order holds its fee from the free quote,
+    which may go below zero: the balance is noted for the Tick's borrowing as
+    a perp loss is (it was not, and a restored engine - which rebuilds the
+    set from the balances - borrowed where the original did not)."""
+    e = ex.Engine(config)
+    c = ex.Context(1, 36_000)
+    e.apply(ex.SetOraclePrice(config.oracle, 2, 60_000 * USD), c)
+    e.apply(ex.SetOraclePrice(config.oracle, WETH, 2000 * USD), c)
+    e.apply(ex.Tick(), c)
+    mm = b"\xcc" * 20
+    e.apply(ex.Deposit(mm, USDC, 10_000_000 * USD), c)
+    e.apply(ex.Deposit(ALICE, WETH, 10 * ETH), c)
+    e.apply(ex.Deposit(ALICE, USDC, 100 * USD), c)
+    btc = 10**8
+    place(e, mm, 3, Side.SELL, 60_000 * 100, btc // 10, c)
+    place(e, ALICE, 3, Side.BUY, 60_000 * 100, btc // 10, c, time_in_force=ex.TimeInForce.IOC)
+    e.apply(ex.Withdraw(ALICE, USDC, free(e, ALICE, USDC)), c)  # its margin is its WETH
+    place(e, mm, 3, Side.BUY, 60_000 * 100, btc, c)  # a bid at the entry: no realized loss
+    place(e, mm, USDC_LEND, Side.SELL, 50_000_000, 10_000 * USD, c)
+    e.apply(ex.SetDeriskPolicy(ALICE, lq.flatten_rules(
+        [lq.DeriskRule(lq.AVAILABLE_OPEN_BELOW, 0, 10**15, lq.REDUCE_PERP, 3, 500_000)])), c)
+    _, events = e.apply(ex.Tick(), ex.Context(2, 36_001))
+    assert events_of(events, ex.DeriskActionTaken)
+    # a negative free balance is either borrowed already or noted for the next Tick
+    assert free(e, ALICE, USDC) >= 0 or e._accounts[ALICE] in e._parts["margin"].negative
+    copy = ex.Engine.from_bytes(e.to_bytes(), config)
+    for engine in (e, copy):
+        engine.apply(ex.Deposit(mm, USDC, 1), ex.Context(3, 36_002))
+        engine.apply(ex.Tick(), ex.Context(3, 36_002))
+    assert copy.state_digest() == e.state_digest() and free(e, ALICE, USDC) >= 0
