@@ -62,7 +62,8 @@ block only if an action was taken and a condition still holds.
 
 **Liquidation.** ``Liquidate(liquidator, account)``: only when the account's
 liquidation-level available margin is <= 0 at that moment. Inside a
-checkpoint: cancel its orders; per non-quote asset repay its loans in that
+checkpoint: cancel its orders; the insurance fund buys the claims it lent
+at face value (below); per non-quote asset repay its loans in that
 asset from what it holds and sell the rest on the asset's spot market;
 close every perp position; buy back what is still owed in non-quote assets
 (as far as its quote affords) and repay; repay quote loans. The liquidator
@@ -70,7 +71,7 @@ gets ``liquidation_reward`` ppm of the quote left (floor), only if no debt
 is left. If the books cannot absorb the unwind within the price bound (or a
 needed market is not ACTIVE / has no price) the command is rejected
 (LIQUIDATION_BLOCKED) and nothing changes. Sub-lot dust of an asset cannot be
-sold and stays; loans the account *lent* are claims with a term and stay.
+sold and stays.
 
 **Defaults.** Debt left after the unwind (no auto-deleveraging): a negative
 quote balance is first turned into loans (``margin.borrow``, at the book's
@@ -80,9 +81,10 @@ owed amount is written off the lenders' claims pro rata
 per loan cut. A negative balance no lender could take is paid by the insurance
 fund (``config.insurance``: its balance may go below zero; it is never
 liquidated, and the Tick never borrows for it), so the account ends at zero and
-is not liquidatable again. An account that still holds claims it LENT is not
-written off at all: it repays what it can pay in full and its other debts stay
-owed, whole, until the claims return (a later Liquidate finishes).
+is not liquidatable again. Claims the account LENT (a term, no book to sell
+them on) are bought by the insurance fund at face value first
+(``lending.take_over``, ``ClaimTakenOver``): their value pays its creditors
+like any other holding, and the fund is repaid by the borrowers later.
 
 Errors (errors.Reason): NOT_LIQUIDATABLE 55, NOTHING_TO_LIQUIDATE 56,
 TOO_MANY_DERISK_RULES 57, INVALID_DERISK_RULE 58, LIQUIDATION_BLOCKED 59.
@@ -823,13 +825,6 @@ class Solvency:
             paid += i + p
         return paid
 
-    def _lends(self, a) -> bool:
-        """``a`` holds an open claim it lent."""
-        for loan in a.loans.values():
-            if loan.lender is a and loan.open:
-                return True
-        return False
-
     def _owed(self, a, asset: int, now: int) -> int:
         return sum(loan.owed(now) for loan in a.loans.values() if loan.borrower is a and loan.asset == asset)
 
@@ -865,6 +860,19 @@ class Solvency:
             if engine._markets[o.market].status is MarketStatus.HALTED:
                 raise ExchangeError(Reason.LIQUIDATION_BLOCKED, f"market {o.market} halted")
             events.extend(engine._cancel_one(o, CancelReason.LIQUIDATION)[1])
+        # 0. claims it lent (a term, no book to sell them on): the insurance fund
+        #    takes them over at face value, paying the account in their asset,
+        #    so its creditors are paid from them now (found by review: they were
+        #    cut in full while the defaulter kept its claims and withdrew them
+        #    once repaid; then deferring the cut let liquidators take a reward
+        #    again and again, and left its negative balance to the next lender)
+        insurance = None
+        for loan_id in sorted(a.loans):
+            loan = a.loans[loan_id]
+            if loan.lender is a and loan.open:
+                if insurance is None:
+                    insurance = engine._account_for(self.insurance)
+                engine.lending.take_over(loan, insurance, now, events)
         # 1. non-quote holdings: repay that asset's loans, sell the rest
         for i in range(engine._n_assets):
             if i == q or not a.available[i]:
@@ -912,21 +920,9 @@ class Solvency:
         # 5. per asset: what cannot be paid is written off the lenders' claims pro
         #    rata first (so no lender is paid ahead of another), then the rest is
         #    repaid; a negative balance no lender took goes to the insurance fund.
-        #    While the account still holds claims it LENT (they have a term and
-        #    cannot be sold), nothing is written off: its creditors keep their
-        #    full claims, debts it can pay now are repaid, the rest stays owed
-        #    until the claims come back and a later Liquidate finishes the job
-        #    (found by review: the defaulter's creditors were cut in full while
-        #    it kept its own claims, and withdrew them once repaid).
-        lends = self._lends(a)
-        insurance = None
         for i in range(engine._n_assets):
             owed = self._owed(a, i, now)
             have = max(0, a.available[i])
-            if lends:
-                if owed and owed <= have:
-                    self._repay(a, i, now, events)
-                continue
             cut = owed - have if owed > have else 0
             if cut:
                 engine.lending.share_default(a, i, cut, now, events)

@@ -644,14 +644,16 @@ def test_a_configured_insurance_fund_takes_the_default(config):
     conserved(e)
 
 
-def test_a_defaulter_that_lent_keeps_its_debts_owed_until_its_claims_return(perp, config):
-    """An account under water that LENT money (a claim with a term, which the
-    unwind cannot sell) is not written off: its creditors keep their full
-    claims (they were cut in full while the defaulter kept its own claim and
-    withdrew it once repaid - found by review); debts stay owed, its money
-    stays checked, and a later Liquidate finishes the job."""
+def test_the_insurance_fund_takes_over_a_liquidated_lenders_claims(perp, config):
+    """An account under water that LENT money holds a claim with a term,
+    which no book can sell: the insurance fund buys it at face value
+    (ClaimTakenOver) and the account's creditors are paid from it. Before,
+    they were cut in full while the defaulter kept its claim and withdrew it
+    once repaid; then a deferred cut let a liquidator take the reward again and
+    again (both found by review)."""
     e = perp
     x = b"\x99" * 20
+    insurance = config.insurance
     e.apply(ex.Deposit(x, USDC, 1_000_000 * USD), CTX)
     e.apply(ex.Deposit(x, WETH, 100 * ETH), CTX)
     e.apply(ex.Deposit(DAVE, USDC, 1000 * USD), CTX)
@@ -661,21 +663,28 @@ def test_a_defaulter_that_lent_keeps_its_debts_owed_until_its_claims_return(perp
     e.apply(ex.Withdraw(DAVE, WETH, ETH // 4), CTX)  # borrows 0.25 WETH from BOB
     oracle(e, config, 3600 * USD)
     assert e.margin(DAVE, CTX.timestamp).available_liq <= 0
-    place(e, CAROL, ETH_USDC, Side.SELL, px(3600), 10 * ETH)
-    claim = [(v.loan_id, v.principal) for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE]
+    place(e, CAROL, ETH_USDC, Side.SELL, px(3600), 10 * ETH)  # WETH to buy the debt back with
+    lent = [v.loan_id for v in e.loans(x, CTX.timestamp) if v.lender == DAVE]
+    before = (e.state_digest(), e.to_bytes())
+    token = e.checkpoint()
+    e.apply(ex.Liquidate(CAROL, DAVE), CTX)
+    e.revert(token)  # the takeover is undone whole
+    assert (e.state_digest(), e.to_bytes()) == before
     result, events = e.apply(ex.Liquidate(CAROL, DAVE), CTX)
-    assert result.shortfall == 0 and result.reward == 0
-    assert events_of(events, ex.DefaultShared) == [] and events_of(events, ex.AccountDefaulted) == []
-    assert [(v.loan_id, v.principal) for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE] == claim
+    taken = events_of(events, ex.ClaimTakenOver)
+    assert [(t.loan_id, t.lender, t.borrower, t.new_lender, t.claim) for t in taken] == [
+        (lent[0], DAVE, x, insurance, 1000 * USD)]
+    assert free(e, insurance, USDC) == -1000 * USD  # it paid; the claim comes back to it
+    assert result.shortfall == 0 and events_of(events, ex.DefaultShared) == []
+    assert [v for v in e.loans(BOB, CTX.timestamp) if v.borrower == DAVE] == []  # BOB repaid in full
+    assert result.reward > 0 and e.loans(DAVE, CTX.timestamp) == []
+    conserved(e)
     with pytest.raises(ex.ExchangeError) as err:
-        e.apply(ex.Withdraw(DAVE, USDC, 1), CTX)
-    assert err.value.reason in (R.INSUFFICIENT_MARGIN, R.INSUFFICIENT_BALANCE)
-    # x repays DAVE: DAVE now holds USDC against its WETH debt, which is still owed in full
+        e.apply(ex.Liquidate(CAROL, DAVE), CTX)
+    assert err.value.reason == R.NOTHING_TO_LIQUIDATE
     later = at(CTX.timestamp + 86_400)
-    lent = [v.loan_id for v in e.loans(x, later.timestamp) if v.lender == DAVE]
-    e.apply(ex.RepayLoan(x, lent[0], 10**30), later)
-    assert free(e, DAVE, USDC) > 1000 * USD
-    assert [(v.loan_id, v.principal) for v in e.loans(BOB, later.timestamp) if v.borrower == DAVE] == claim
+    e.apply(ex.RepayLoan(x, lent[0], 10**30), later)  # x repays the fund, with a day's interest
+    assert free(e, insurance, USDC) > 0
     conserved(e)
 
 
