@@ -27,7 +27,9 @@ added to the spot hot path. A batch re-bands every marked account:
     Tick (the last block hook)
       median-mark perp markets: the accounts whose band on the mark's own
       axis (key -1 - market id) no longer holds the mark (index.outside);
-      batch re-band; run the queued policies.
+      batch re-band; run the queued policies; if an action traded, re-band
+      again (the makers it met, a mark its last trade moved) - the policies
+      that triggers run at the next Tick.
 
 A median mark moves without the oracle (the book, the last trade), so a
 position in such a market has a mark axis of its own (``_median_marks``,
@@ -617,8 +619,20 @@ class Solvency:
                 marks.last_marks[mid] = mark
         extra.update(self.index.outside(DRIFT, now))  # funding payments may have used up their slack
         self._batch(now, events, extra)
+        ran = len(events)
         for address in list(self.queue):
             self._run_policy(address, ctx, events)
+        if any(e.__class__ is DeriskActionTaken for e in events[ran:]):
+            # The actions traded: their fills changed the makers they met and may
+            # have moved a median mark (the last trade). Re-band those now, so the
+            # flags hold after this Tick; the policies they trigger run at the next
+            # (found by review: a maker filled by a policy stayed unflagged a block).
+            extra = set()
+            for mid in self.median:
+                mark = engine._perps.mark_price(engine._markets[mid])
+                if mark is not None:
+                    extra.update(self.index.outside(-1 - mid, mark))
+            self._batch(now, events, extra)
 
     # ==== de-risk policies ================================================
 

@@ -832,3 +832,41 @@ def test_an_engine_orders_fee_below_zero_is_noted_for_borrowing(config):
         engine.apply(ex.Deposit(mm, USDC, 1), ex.Context(3, 36_002))
         engine.apply(ex.Tick(), ex.Context(3, 36_002))
     assert copy.state_digest() == e.state_digest() and free(e, ALICE, USDC) >= 0
+
+
+def test_a_policys_trade_in_the_tick_is_seen_in_the_same_tick(config):
+    """A de-risk action trades inside the Tick, after the Tick's scan: its
+    last trade moved BTC-PERP's median mark and V (short) went to zero
+    unflagged for a block (found by review). The Tick re-bands after the
+    actions that traded."""
+    e = ex.Engine(config)
+    mm, v, p = b"\xcc" * 20, b"\x56" * 20, b"\x50" * 20
+    btc = 10**8
+    c = ex.Context(1, 36_000)
+    e.apply(ex.SetOraclePrice(config.oracle, 2, 60_000 * USD), c)
+    e.apply(ex.Tick(), c)
+    for who, amount in ((mm, 10_000_000), (v, 20_000), (p, 20_000)):
+        e.apply(ex.Deposit(who, USDC, amount * USD), c)
+    place(e, mm, 3, Side.BUY, 60_000 * 100, btc + btc // 10, c)
+    place(e, v, 3, Side.SELL, 60_000 * 100, btc, c, time_in_force=ex.TimeInForce.IOC)
+    place(e, p, 3, Side.SELL, 60_000 * 100, btc // 10, c, time_in_force=ex.TimeInForce.IOC)
+    place(e, mm, 3, Side.BUY, 63_000 * 100, btc // 100, c)
+    place(e, mm, 3, Side.SELL, 66_000 * 100, btc, c)
+    assert e.mark_price(3) == 60_000 * USD
+    lo, hi = 0, free(e, v, USDC)  # V withdraws all the opening-level check allows
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        token = e.checkpoint()
+        try:
+            e.apply(ex.Withdraw(v, USDC, mid), c)
+            lo = mid
+        except ex.ExchangeError:
+            hi = mid
+        e.revert(token)
+    e.apply(ex.Withdraw(v, USDC, lo), c)
+    e.apply(ex.SetDeriskPolicy(p, lq.flatten_rules(
+        [lq.DeriskRule(lq.AVAILABLE_LIQ_BELOW, 0, 10**15, lq.REDUCE_PERP, 3, 1_000_000)])), c)
+    assert e.margin(v, 36_000).available_liq > 0
+    _, events = e.apply(ex.Tick(), ex.Context(2, 36_001))
+    assert events_of(events, ex.DeriskActionTaken) and e.mark_price(3) > 60_000 * USD
+    assert e.margin(v, 36_001).available_liq <= 0 and v in e.liquidatable_accounts()
