@@ -103,7 +103,7 @@ from .events import (
 )
 from .perps import FundingView, PositionView
 from .commands import RepayLoan, RepayResult
-from .events import DefaultShared, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled
+from .events import ClaimTakenOver, DefaultShared, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled
 from .lending import LendingClearing, LoanView
 from .types import (
     FEE_SCALE, RATE_SCALE, CancelReason, Context, MarketKind, MarketStatus, MarkMethod, OrderStatus,
@@ -121,7 +121,7 @@ __all__ = [
     "Side", "StatusResult", "Tick", "TickResult", "TimeInForce", "Withdraw", "Withdrawn", "load",
 ]
 __all__ += [  # lending (exchange/lending.py)
-    "DefaultShared", "InterestPaid", "LendingClearing", "LoanOpened", "LoanOverdue", "LoanRepaid", "LoanRolled",
+    "ClaimTakenOver", "DefaultShared", "InterestPaid", "LendingClearing", "LoanOpened", "LoanOverdue", "LoanRepaid", "LoanRolled",
     "LoanView", "RepayLoan", "RepayResult",
 ]
 from .commands import ClearDeriskPolicy, DeriskPolicyResult, Liquidate, LiquidateResult, SetDeriskPolicy

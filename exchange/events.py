@@ -186,6 +186,19 @@ class LoanOverdue:
 
 
 @dataclass(slots=True)
+class ClaimTakenOver:
+    """A liquidated account's lent claim passed to the insurance fund, which
+    paid ``claim`` (principal + interest due, in the loan's asset) for it."""
+
+    loan_id: int
+    lender: bytes  # the liquidated account, the claim's lender until now
+    borrower: bytes
+    asset: int
+    new_lender: bytes  # the insurance fund
+    claim: int
+
+
+@dataclass(slots=True)
 class DefaultShared:
     """A defaulting borrower's shortfall cut this lender's claim (pro rata)."""
 

@@ -82,7 +82,7 @@ from .clearing import SpotClearing, _restore_order_money
 from .commands import RepayLoan, RepayResult
 from .errors import ExchangeError, Reason
 from .events import (
-    DefaultShared, Fill, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled,
+    ClaimTakenOver, DefaultShared, Fill, InterestPaid, LoanOpened, LoanOverdue, LoanRepaid, LoanRolled,
 )
 from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarketStatus, Side
 
@@ -631,6 +631,29 @@ class LendingClearing(SpotClearing):
         paid_interest, paid_principal = self._pay(loan, pay, now, events, at_maturity=False)
         return RepayResult(loan.id, paid_interest, paid_principal, loan.principal, loan.interest_due), events
 
+    def take_over(self, loan: Loan, new_lender, now: int, events: list) -> int:
+        """``new_lender`` (an Account) buys ``loan``'s claim from its lender at
+        face value - principal + interest due at ``now``, paid from its free
+        balance in the loan's asset (which may go below zero) - and is its
+        lender from then on (future interest and repayment go to it). Returns
+        the price paid. For a liquidation: a claim with a term cannot be sold
+        on a book, so the insurance fund takes it over and the account's
+        creditors are paid from its value (liquidation.py)."""
+        engine = self.engine
+        self._touch(loan, now)
+        old = loan.lender
+        claim = loan.principal + loan.interest_due
+        engine._log.append((_restore_lender, loan, old, new_lender))
+        del old.loans[loan.id]
+        new_lender.loans[loan.id] = loan
+        loan.lender = new_lender
+        old.loans_snap = new_lender.loans_snap = engine._epoch  # (caches keyed by it)
+        engine._dirty.add(loan)
+        engine._move_free(new_lender, old, loan.asset, claim)
+        events.append(ClaimTakenOver(loan.id, old.address, loan.borrower.address, self.asset_ids[loan.asset],
+                                     new_lender.address, claim))
+        return claim
+
     def share_default(self, account, asset: int, shortfall: int, now: int, events: list | None = None) -> int:
         """Cut the claims of the lenders of ``account``'s open loans in
         ``asset`` (index) by ``shortfall`` in total, pro rata to each claim
@@ -878,6 +901,13 @@ class LendingClearing(SpotClearing):
             if loan.lender.loans.get(loan.id) is not loan or loan.borrower.loans.get(loan.id) is not loan:
                 problems.append(f"loan {loan.id} missing from an account")
         return problems
+
+
+def _restore_lender(loan: Loan, old, new) -> None:
+    if loan.borrower is not new:  # (a claim on the new lender itself stays in its loans as a borrowing)
+        del new.loans[loan.id]
+    old.loans[loan.id] = loan
+    loan.lender = old
 
 
 def _restore_next_loan_id(ledger: LoanLedger, value: int) -> None:

@@ -16,6 +16,7 @@ interface IExchange {
     event AccountLiquidatable(address indexed account, int256 availableLiq);
     event AccountLiquidated(address liquidator, address indexed account, uint256 reward, uint256 remaining, uint256 shortfall);
     event AutoBorrowed(address indexed account, uint256 indexed asset, uint256 amount, uint256[] newLoans);
+    event ClaimTakenOver(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, address newLender, uint256 claim);
     event DefaultShared(uint256 indexed loanId, address indexed lender, address indexed borrower, uint256 asset, uint256 loss, uint256 claimLeft);
     event Deposited(address indexed account, uint256 indexed asset, uint256 amount, uint256 available);
     event DeriskActionSkipped(address indexed account, uint256 rule, uint256 action, uint256 reason);
