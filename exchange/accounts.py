@@ -43,8 +43,8 @@ class Account:
         # while resting_gen equals PerpClearing.resting_gen (an undo bumps it).
         self.resting: dict | None = None
         self.resting_gen = -1
-        # The same for its resting SPOT orders, per spot market id: [bought,
-        # sold (base units), lots + each order's worst fee] (PerpClearing.
+        # The same for its resting SPOT orders, per spot market id: [buy lots,
+        # sell lots, lots + each order's worst fee] (PerpClearing.
         # _spot_what_if). None until the first portfolio check that reads
         # them: a part-1 account never keeps them (the spot hot path tests
         # ``spot_resting is not None`` and nothing else). Valid while

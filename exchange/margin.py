@@ -69,6 +69,8 @@ from .lending import offers_to_take
 from .types import FEE_SCALE, MarketKind, MarketStatus
 
 BUY = 0
+_LENDING = MarketKind.LENDING  # (an enum member through its class costs ~4x a global)
+_ACTIVE = MarketStatus.ACTIVE
 
 
 class AutoBorrowing:
@@ -93,7 +95,7 @@ class AutoBorrowing:
               rests: bool = False):
         """PlaceOrder whose hold exceeds the free balance: borrow the
         shortfall within margin, then place it. Raises with nothing changed."""
-        if market.kind is MarketKind.LENDING:
+        if market.kind is _LENDING:
             raise ExchangeError(Reason.INSUFFICIENT_BALANCE)  # an offer lends what the lender has
         shortfall = hold - account.available[asset]
         engine = self.engine
@@ -169,8 +171,15 @@ class AutoBorrowing:
         if self.checked is account or not self._leveraged(account):
             return  # checked by place() already (see _check_spot_order), or cannot go below zero
         perps = self.engine._perps
-        model = perps.risk_model()
         # The account's open perp orders assumed filled, as the perp check assumes them.
+        if replacing is None:  # the fast path (PerpClearing._floor_available): the same figure at or above zero
+            if rests:
+                fast = perps._floor_available(account, now, None, None, self._resting_choice(market, side, price, lots))
+            else:
+                fast = perps._floor_available(account, now, None, self._fill_moves(market, side, price, lots, hold))
+            if fast is not None:
+                return
+        model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, replacing, True, True)
         # Resting, it counts at or below its filled figure (that is its fullest
         # corner, the profit left out): the one figure is enough.
@@ -200,21 +209,26 @@ class AutoBorrowing:
         free -> held, which the balances count either way."""
         engine = self.engine
         perps = engine._perps
+        choice = self._resting_choice(market, side, price, lots)
+        if perps.oracle.prices[market.base]:
+            portfolio.choices = sorted([*portfolio.choices, choice])
+        else:
+            quote = engine._asset_ids[market.quote]
+            portfolio.balances[quote] = portfolio.balances.get(quote, 0) + choice[1]
+        return perps._available(model, portfolio, prices)
+
+    def _resting_choice(self, market, side: int, price: int, lots: int) -> tuple:
+        """(base asset id, value, low size, high size): ``_resting``'s choice
+        (with an unpriced base only its value counts, into the quote balance)."""
+        perps = self.engine._perps
         oracle = perps.oracle.prices[market.base]
         scale = 10 ** perps.decimals[market.base]
         notional = price * lots
         worth = lots * market.lot_size * oracle
         against = worth - notional * scale if side == BUY else notional * scale - worth
         value = (against if against < 0 else 0) // scale - lots + (-notional * market.max_fee // FEE_SCALE)
-        ids = engine._asset_ids
-        if oracle:
-            amount = lots * market.lot_size
-            choice = (ids[market.base], value, 0 if side == BUY else -amount, amount if side == BUY else 0)
-            portfolio.choices = sorted([*portfolio.choices, choice])
-        else:
-            quote = ids[market.quote]
-            portfolio.balances[quote] = portfolio.balances.get(quote, 0) + value
-        return perps._available(model, portfolio, prices)
+        amount = lots * market.lot_size
+        return self.engine._asset_ids[market.base], value, 0 if side == BUY else -amount, amount if side == BUY else 0
 
     def _leveraged(self, account) -> bool:
         """A perp position, a resting perp order, a loan or a negative
@@ -226,20 +240,23 @@ class AutoBorrowing:
     def _filled(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
         """Opening-level available margin of ``portfolio`` with the spot order
         filled in full at its limit price, paying its worst fee."""
-        ids = self.engine._asset_ids
         balances = portfolio.balances
-        base, quote = ids[market.base], ids[market.quote]
-        amount = lots * market.lot_size
-        if side == BUY:
-            got, got_amount, paid, paid_amount = base, amount, quote, hold
-        else:
-            notional = price * lots
-            got, got_amount = quote, notional + (-notional * market.max_fee // FEE_SCALE)  # minus ceil(fee)
-            paid, paid_amount = base, amount
-        balances[paid] = balances.get(paid, 0) - paid_amount
+        (paid, paid_amount), (got, got_amount) = self._fill_moves(market, side, price, lots, hold)
+        balances[paid] = balances.get(paid, 0) + paid_amount
         if got in prices:  # without a price what it buys counts as worth nothing
             balances[got] = balances.get(got, 0) + got_amount
         return self.engine._perps._available(model, portfolio, prices)
+
+    def _fill_moves(self, market, side: int, price: int, lots: int, hold: int) -> tuple:
+        """((asset id paid, -amount), (asset id got, +amount)) of the spot
+        order filled in full at its limit price, paying its worst fee."""
+        ids = self.engine._asset_ids
+        base, quote = ids[market.base], ids[market.quote]
+        amount = lots * market.lot_size
+        if side == BUY:
+            return (quote, -hold), (base, amount)
+        notional = price * lots
+        return (base, -amount), (quote, notional + (-notional * market.max_fee // FEE_SCALE))  # minus ceil(fee)
 
     def _check_spot_order(self, market, account, side: int, price: int, lots: int, hold: int, now: int,
                           rests: bool = False) -> None:
@@ -281,7 +298,7 @@ class AutoBorrowing:
         rate first, FIFO within a rate, skipping the borrower's own and
         expired offers; None (or, ``partial``, what there is) if the book
         cannot. Decided before any change, like lending's roll-over."""
-        if market.status is not MarketStatus.ACTIVE:
+        if market.status is not _ACTIVE:
             return [] if partial else None
         plan, need = offers_to_take(market, borrower, -(-amount // market.lot_size), now)
         if need and not partial:

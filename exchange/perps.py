@@ -86,6 +86,10 @@ _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
 # token with 6-decimal USDC, far past any real price.
 MAX_ORACLE_PRICE = 2**128
 _NO_SUMS = (0, 0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
+# Enum members read through their class cost ~4x a module global (~70 ns):
+# every perp order's check reads these.
+_GTC = TimeInForce.GTC
+_POST_ONLY = TimeInForce.POST_ONLY
 PPM_TO_RATE = RATE_SCALE // FEE_SCALE  # config ppm -> RATE_SCALE parts
 
 
@@ -169,7 +173,8 @@ class PerpClearing(SpotClearing):
         self.decimals = [a.decimals for a in engine.config.assets]
         self.model = None  # the RiskModel, made on first use
         self.now = 0  # Engine._now: block time of the command being checked
-        # perp market id -> (Market, base index, base asset id, mark is the oracle, 10**base decimals)
+        # perp market id -> (Market, base index, base asset id, mark is the oracle, 10**base decimals,
+        # lot size, quote asset id)
         self._perp_info: dict = {}
         self._prices: dict = {}  # _prices_for's cache, valid while oracle.prices == _prices_key
         self._prices_key: list | None = None
@@ -192,7 +197,7 @@ class PerpClearing(SpotClearing):
                 pm = PerpMarket(m, self.decimals[m.base])
                 self.markets[mid] = pm
                 self._perp_info[mid] = (m, m.base, engine._asset_ids[m.base], m.config.mark is MarkMethod.ORACLE,
-                                        10**self.decimals[m.base])
+                                        10**self.decimals[m.base], m.lot_size, engine._asset_ids[m.quote])
                 engine._dirty.add(pm)
             elif m.kind is MarketKind.SPOT:
                 self._spot_info[mid] = (m, m.lot_size, m.max_fee, 10**self.decimals[m.base])
@@ -293,17 +298,26 @@ class PerpClearing(SpotClearing):
         sums = resting.get(mid)
         if sums is None:
             sums = resting[mid] = [0, 0, 0, 0, 0, 0, 0]
-        k = 3 if o.side else 0
         lots = o.remaining
         if sign > 0:
-            sums[k] += lots
-            sums[k + 1] += o.price * lots
-            sums[k + 2] += o.reserved
+            if o.side:
+                sums[3] += lots
+                sums[4] += o.price * lots
+                sums[5] += o.reserved
+            else:
+                sums[0] += lots
+                sums[1] += o.price * lots
+                sums[2] += o.reserved
             sums[6] += 1
         else:
-            sums[k] -= lots
-            sums[k + 1] -= o.price * lots
-            sums[k + 2] -= o.reserved
+            if o.side:
+                sums[3] -= lots
+                sums[4] -= o.price * lots
+                sums[5] -= o.reserved
+            else:
+                sums[0] -= lots
+                sums[1] -= o.price * lots
+                sums[2] -= o.reserved
             sums[6] -= 1
             if not sums[6]:
                 del resting[mid]
@@ -323,7 +337,7 @@ class PerpClearing(SpotClearing):
         return spot
 
     def _spot_sums(self, a) -> dict:
-        """Per spot market id, [bought, sold (base units), lots + each order's
+        """Per spot market id, [buy lots, sell lots, lots + each order's
         worst fee (ceil(price x lots x max fee / FEE_SCALE), per order)] over
         ``a``'s resting orders there (markets without any left out)."""
         spot: dict = {}
@@ -336,7 +350,7 @@ class PerpClearing(SpotClearing):
                 if sums is None:
                     sums = spot[mid] = [0, 0, 0]
                 lots = o.remaining
-                sums[o.side] += lots * m[1]
+                sums[o.side] += lots
                 sums[2] += lots - (-o.price * lots * m[2] // FEE_SCALE)
         return spot
 
@@ -357,10 +371,10 @@ class PerpClearing(SpotClearing):
         lots = o.remaining
         cost = lots - (-o.price * lots * m[2] // FEE_SCALE)
         if sign > 0:
-            sums[o.side] += lots * m[1]
+            sums[o.side] += lots
             sums[2] += cost
         else:
-            sums[o.side] -= lots * m[1]
+            sums[o.side] -= lots
             sums[2] -= cost
             if not sums[2]:  # every order counts at least its lots: none left
                 del spot[mid]
@@ -379,7 +393,7 @@ class PerpClearing(SpotClearing):
         m = self._spot_info[mid]
         after = maker.remaining
         price_fee = maker.price * m[2]
-        sums[maker.side] -= lots * m[1]
+        sums[maker.side] -= lots
         # its term was remaining + ceil(price x remaining x fee / S), before and after
         sums[2] -= lots - (-price_fee * (after + lots) // FEE_SCALE) + (-price_fee * after // FEE_SCALE)
         if not sums[2]:
@@ -444,7 +458,7 @@ class PerpClearing(SpotClearing):
         """Everything a new perp order must pass besides the part-1 rules;
         returns its lots (a reduce-only order trimmed to the position)."""
         if reduce_only:
-            if tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY:
+            if tif is _GTC or tif is _POST_ONLY:
                 raise ExchangeError(Reason.INVALID_ORDER, "reduce-only orders are IOC, FOK or market")
             pos = account.positions.get(market.id)
             size = pos.size if pos is not None else 0
@@ -454,7 +468,7 @@ class PerpClearing(SpotClearing):
         if not self.oracle.prices[market.base]:
             raise ExchangeError(Reason.NO_ORACLE_PRICE)
         self._check_margin(market, account, side, price, lots, reduce_only,
-                           rests=tif is TimeInForce.GTC or tif is TimeInForce.POST_ONLY)
+                           rests=tif is _GTC or tif is _POST_ONLY)
         return lots
 
     def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None,
@@ -471,7 +485,10 @@ class PerpClearing(SpotClearing):
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
         model = self.model or self.risk_model()
-        portfolio, prices = self.portfolio_of(account, now, (market, side, price, lots, rests), replacing, True, True)
+        order = (market, side, price, lots, rests)
+        if replacing is None and self._floor_available(account, now, order) is not None:
+            return  # at or above zero (the full path's same figure)
+        portfolio, prices = self.portfolio_of(account, now, order, replacing, True, True)
         after = self._available(model, portfolio, prices)
         if after >= 0:
             return
@@ -505,8 +522,10 @@ class PerpClearing(SpotClearing):
         NO_ORACLE_PRICE, as a borrow bid for it does (found by review)."""
         if not self._margined(account):
             return
-        portfolio, prices = self.portfolio_of(account, now, None, None, True, True)
         key = self.engine._asset_ids[asset]
+        if self._floor_available(account, now, None, ((key, -amount),)) is not None:
+            return  # at or above zero (the full path's same figure)
+        portfolio, prices = self.portfolio_of(account, now, None, None, True, True)
         model = self.risk_model()
         if key not in prices:
             self._available(model, portfolio, prices)
@@ -580,16 +599,7 @@ class PerpClearing(SpotClearing):
         engine = self.engine
         # every asset, zeros included (the risk model skips them; Engine.portfolio drops them)
         balances = dict(zip(engine._asset_ids, map(_add, account.available, account.reserved)))
-        positions = {}
-        if account.positions:
-            markets = self.markets
-            for mid, pos in account.positions.items():
-                size = pos.size
-                if size or pos.carry:
-                    pm = markets[mid]
-                    # pending_funding, inlined
-                    owed = size * (pm.funding_index - pos.funding_index) + pos.carry
-                    positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
+        positions = self._positions(account) if account.positions else {}
         choices = ()
         if order is not None or (assume_orders and account.open_orders):
             choices = self._what_if(account, positions, balances, order, replacing, resting, margin_only)
@@ -598,34 +608,7 @@ class PerpClearing(SpotClearing):
         # account's own orders (or a colluder's, cancelled later) help make
         # (found by review). Views and the liquidation level keep the mark.
         guarded = margin_only and (order is not None or assume_orders)
-        perps = []
-        if positions:
-            info = self._perp_info
-            oracle = self.oracle.prices
-            # The margin-only figures are sums (and a loss symmetric in the
-            # underlyings), so they take the positions in any order; views sort.
-            for mid in positions if margin_only or len(positions) < 2 else sorted(positions):
-                size, entry, owed = positions[mid]
-                if not size and not owed:
-                    continue
-                m, base, base_id, oracle_mark, one = info[mid]
-                mark = oracle[base]
-                if not mark:  # no oracle price (yet): value it at its entry price
-                    mark = entry * one // size if size else 0
-                elif not oracle_mark:
-                    # mark_price, inlined: the median of oracle, book mid and last trade
-                    book = m.book
-                    bid, ask = book.bids.best, book.asks.best
-                    lot_size = m.lot_size
-                    mid_price = ((bid + ask) // 2 * one // lot_size
-                                 if bid is not None and ask is not None else mark)
-                    last = self.markets[mid].last_trade
-                    last = last * one // lot_size if last else mark
-                    mark = sorted((mark, mid_price, last))[1]
-                    if guarded:
-                        index = oracle[base]
-                        mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
-                perps.append((base_id, size, entry, mark, owed))
+        perps = self._perp_terms(positions, guarded, margin_only) if positions else []
         if choices:
             base_ids = self._base_ids
             choices = [(base_ids[mid], value, low, high) for mid, _, value, low, high in choices]
@@ -642,21 +625,151 @@ class PerpClearing(SpotClearing):
                 del balances[key]  # no price: counted as worth nothing (against the account)
         return Portfolio(balances, perps, lent, borrowed, choices), prices
 
+    def _positions(self, account) -> dict:
+        """Per perp market id, (size, entry value, funding owed now) of the
+        account's positions that are not flat (or carry funding)."""
+        positions = {}
+        markets = self.markets
+        for mid, pos in account.positions.items():
+            size = pos.size
+            carry = pos.carry
+            if size or carry:
+                pm = markets[mid]
+                # pending_funding, inlined (nothing pending: settled at the index, no carry)
+                if carry or pm.funding_index != pos.funding_index:
+                    owed = size * (pm.funding_index - pos.funding_index) + carry
+                    positions[mid] = (size, pos.entry_value, -(-owed // pm.divisor))
+                else:
+                    positions[mid] = (size, pos.entry_value, 0)
+        return positions
+
+    def _perp_terms(self, positions: dict, guarded: bool, margin_only: bool) -> list:
+        """Portfolio.perps of ``positions`` (those the what-if left):
+        [(underlying id, size, entry value, mark, funding owed)]; ``guarded``
+        (a check): at the worse of the mark and the oracle."""
+        perps = []
+        info = self._perp_info
+        oracle = self.oracle.prices
+        # The margin-only figures are sums (and a loss symmetric in the
+        # underlyings), so they take the positions in any order; views sort.
+        for mid in positions if margin_only or len(positions) < 2 else sorted(positions):
+            size, entry, owed = positions[mid]
+            if not size and not owed:
+                continue
+            m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
+            mark = oracle[base]
+            if not mark:  # no oracle price (yet): value it at its entry price
+                mark = entry * one // size if size else 0
+            elif not oracle_mark:
+                # mark_price, inlined: the median of oracle, book mid and last trade
+                book = m.book
+                bid, ask = book.bids.best, book.asks.best
+                mid_price = ((bid + ask) // 2 * one // lot_size
+                             if bid is not None and ask is not None else mark)
+                last = self.markets[mid].last_trade
+                last = last * one // lot_size if last else mark
+                # the median of the three
+                if mark > mid_price:
+                    mark, mid_price = mid_price, mark
+                mark = mark if last < mark else (mid_price if last > mid_price else last)
+                if guarded:
+                    index = oracle[base]
+                    mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
+            perps.append((base_id, size, entry, mark, owed))
+        return perps
+
+    def _floor_available(self, account, now: int, order, moves=None, extra=None) -> int | None:
+        """The check's figure ``_available(model, portfolio, prices)`` of
+        ``portfolio, prices = portfolio_of(account, now, order, None, True,
+        True)`` - with ``moves`` ((asset id, amount) pairs) added to
+        ``portfolio.balances`` first, as a spot fill's or a withdrawal's check
+        does, or ``extra`` (asset id, value, low, high) added to its choices,
+        as a resting spot order's check does (AutoBorrowing._resting) - when
+        it is at or above zero, the answer of nearly every check:
+        RiskModel._worst's cheap bound (or, without choices, the exact
+        figure). Computed without the Portfolio (no balances dict, no choices
+        list by underlying, three calls fewer), from the same parts with the
+        same arithmetic (RiskModel._holdings, _loss_cap, _loss; _worst's pass
+        over the choices). None when the full path must answer: the figure
+        below zero, an asset without an oracle price, or a what-if that moved
+        cash into a balance (a perp market without an oracle price or with
+        another quote). tests/exchange/test_floor_available.py compares it
+        with the full path."""
+        engine = self.engine
+        prices = self._prices if self.oracle.prices == self._prices_key else self._prices_for()
+        if len(prices) < engine._n_assets:
+            return None
+        positions = self._positions(account) if account.positions else {}
+        if order is not None or account.open_orders:
+            moved: dict = {}  # what the what-if moves into balances (then the full path answers)
+            choices = self._what_if(account, positions, moved, order, None, True, True, False)
+            if moved:
+                return None
+        else:
+            choices = ()
+        perps = self._perp_terms(positions, True, True) if positions else ()
+        if account.loans:
+            lent, borrowed = engine.lending.margin_terms(account, now)
+        else:
+            lent = borrowed = ()
+        model = self.model or self.risk_model()
+        balances = zip(engine._asset_ids, map(_add, account.available, account.reserved))
+        if moves:
+            balances = dict(balances)
+            for key, amount in moves:
+                balances[key] += amount
+            balances = balances.items()
+        try:
+            equity, deductions, delta = model._holdings(balances, perps, lent, borrowed, prices)
+            base = equity - deductions
+            if not choices and extra is None:  # RiskModel._available's exact figure
+                available = base - model._loss(delta, prices, 1, 5)
+                return available if available >= 0 else None
+            # RiskModel._worst's pass over the choices (there by underlying id)
+            ranges: dict = {}
+            base_ids = self._base_ids
+            for mid, _, value, low, high in choices:
+                asset = base_ids[mid]
+                base += value
+                was = ranges.get(asset)
+                if was is None:
+                    d = delta.get(asset, 0)
+                    ranges[asset] = [d + low, d + high]
+                else:
+                    was[0] += low
+                    was[1] += high
+            if extra is not None:
+                asset, value, low, high = extra
+                base += value
+                was = ranges.get(asset)
+                if was is None:
+                    d = delta.get(asset, 0)
+                    ranges[asset] = [d + low, d + high]
+                else:
+                    was[0] += low
+                    was[1] += high
+            bound = base - model._loss_cap(delta, ranges, prices, 1)
+        except KeyError as missing:  # (cannot happen: every asset has a price) as _available
+            raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
+        return bound if bound >= 0 else None
+
     def _mark(self, mid: int) -> int:
         """The mark of perp market ``mid`` whose underlying has an oracle price
         (portfolio_of's inlined rule: the oracle, or the median of oracle, book
         mid and last trade)."""
-        m, base, _, oracle_mark, one = self._perp_info[mid]
+        m, base, _, oracle_mark, one, lot_size, _ = self._perp_info[mid]
         mark = self.oracle.prices[base]
         if oracle_mark:
             return mark
         book = m.book
         bid, ask = book.bids.best, book.asks.best
-        lot_size = m.lot_size
         mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else mark
         last = self.markets[mid].last_trade
         last = last * one // lot_size if last else mark
-        return sorted((mark, mid_price, last))[1]
+        # the median of the three
+        if mark > mid_price:
+            mark, mid_price = mid_price, mark
+        return mark if last < mark else (mid_price if last > mid_price else last)
 
     def _prices_for(self) -> dict:
         """Prices by asset id (the quote at 10**decimals, assets without an
@@ -674,11 +787,12 @@ class PerpClearing(SpotClearing):
         return self._prices
 
     def _what_if(self, account, positions: dict, balances: dict, order, replacing, with_resting: bool = True,
-                 guarded: bool = False) -> list:
+                 guarded: bool = False, ordered: bool = True) -> list:
         """The open-orders part of ``portfolio_of`` (see its docstring); returns
         ``[(market id, funding owed, value, low size, high size)]`` by market
-        id for the markets whose underlying has an oracle price and whose
-        quote is the model's (left out of ``positions``).
+        id (``ordered`` False: in no particular order, for the fast check,
+        which only sums them) for the markets whose underlying has an oracle
+        price and whose quote is the model's (left out of ``positions``).
 
         The new order fills (its worst fee paid); each resting order may fill
         or not, in part or in full - the account does not choose, and a
@@ -714,7 +828,6 @@ class PerpClearing(SpotClearing):
         else:  # the new order alone (``resting=False``: the check's "without the open orders")
             resting = {}
             replacing = None
-        ids = self.engine._asset_ids
         new = None
         if order is not None:  # (market id, side, price, lots, its worst fee, may rest)
             m, side, price, lots, rests = order
@@ -741,12 +854,10 @@ class PerpClearing(SpotClearing):
             resting = dict(resting)
             resting[new[0]] = _NO_SUMS
         for mid, sums in resting.items():  # per market, independent: dict order does not matter
-            m, base, base_id, oracle_mark, one = info[mid]
-            lot = m.lot_size
+            m, base, base_id, oracle_mark, one, lot, quote = info[mid]
             size, entry, owed = positions.get(mid, _FLAT)
             bought, buy_notional, buy_held, sold, sell_notional, sell_held, count = sums
             perp_orders += count
-            quote = ids[m.quote]
             if quote == quote_id and oracle[base]:
                 # Mark to market: each fill moves the position's value by its
                 # price against the mark (less its fee, less a unit of rounding
@@ -754,16 +865,22 @@ class PerpClearing(SpotClearing):
                 # fill, and a cancel is not checked), a loss always is. The
                 # exposure runs from every sell filled to every buy filled.
                 index = oracle[base]
-                mark = index if oracle_mark else self._mark(mid)
+                if oracle_mark:
+                    mark = below = above = index
+                else:  # the lower and the higher of the mark and the oracle
+                    mark = self._mark(mid)
+                    if mark < index:
+                        below, above = mark, index
+                    else:
+                        below, above = index, mark
                 # guarded (a check): the position at the worse of mark and oracle
-                held_at = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
-                value = size * (held_at if guarded else mark) // one - entry - owed
+                value = size * ((below if size > 0 else above) if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and
                 # the oracle for it: a median mark moves with the book, which the
                 # account's own orders help make (found by review: its own bid
                 # lifted the mark above the bid, its loss counted nothing).
-                buy_ref = lot * (mark if mark < index else index)  # of one lot, times ``one``
-                sell_ref = lot * (mark if mark > index else index)
+                buy_ref = lot * below  # of one lot, times ``one``
+                sell_ref = lot * above
                 losses = 0  # sum of lots x (price against the reference), times ``one``, where negative
                 low = high = 0  # the new order's share of the range (lots) when it may rest
                 if new is not None and new[0] == mid:  # the order itself fills (its worst fee paid)
@@ -782,7 +899,9 @@ class PerpClearing(SpotClearing):
                     losses += self._losses(account, mid, BUY, replacing, buy_ref, one)
                 if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
                     losses += self._losses(account, mid, 1, replacing, sell_ref, one)
-                value += losses // one - buy_held - sell_held - bought - sold
+                value -= buy_held + sell_held + bought + sold
+                if losses:
+                    value += losses // one
                 positions.pop(mid, None)
                 choices.append((mid, owed, value, size - (sold + low) * lot, size + (bought + high) * lot))
                 continue
@@ -811,7 +930,7 @@ class PerpClearing(SpotClearing):
                 balances[quote] = balances.get(quote, 0) + cash
         if with_resting and len(account.open_orders) > perp_orders + (replacing is not None):
             self._spot_what_if(account, replacing, balances, choices, oracle, quote_id)
-        if len(choices) > 1:
+        if ordered and len(choices) > 1:  # (the fast check's sums do not need it)
             choices.sort()
         return choices
 
@@ -832,7 +951,7 @@ class PerpClearing(SpotClearing):
             spot = dict(spot)
             sums = spot[mid] = list(spot[mid])
             lots = replacing.remaining
-            sums[replacing.side] -= lots * self._spot_info[mid][1]
+            sums[replacing.side] -= lots
             sums[2] -= lots - (-replacing.price * lots * self._spot_info[mid][2] // FEE_SCALE)
         ids = self.engine._asset_ids
         info = self._spot_info
@@ -840,6 +959,8 @@ class PerpClearing(SpotClearing):
             m, lot, _, scale = info[mid]
             if not costs or ids[m.quote] != quote_id:
                 continue
+            bought *= lot  # base units
+            sold *= lot
             base = m.base
             worth = lot * oracle[base]  # a lot's worth at the oracle, times ``scale``
             losses = 0  # sum of lots x (price against the oracle) x scale, where negative

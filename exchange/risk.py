@@ -385,29 +385,33 @@ class RiskModel:
         figure (below the floor the figure is exact)."""
         if portfolio.choices:
             return self._worst(portfolio, prices, shock_at, widened_at, floor)[0]
-        equity, deductions, delta = self._holdings(portfolio, prices)
+        equity, deductions, delta = self._holdings(portfolio.balances.items(), portfolio.perps, portfolio.lent,
+                                                   portfolio.borrowed, prices)
         return equity - deductions - self._loss(delta, prices, shock_at, widened_at)
 
-    def _holdings(self, portfolio: Portfolio, prices) -> tuple:
-        """``(equity, deductions, delta)`` of a portfolio's balances, perp
-        positions and loans (its choices left out): ``_available`` before the
-        loss; ``delta`` is the net exposure per underlying, base units."""
+    def _holdings(self, balances, perps, lent, borrowed, prices) -> tuple:
+        """``(equity, deductions, delta)`` of a portfolio's balances (``(asset,
+        amount)`` pairs, each asset once: its ``balances.items()``), perp positions and loans
+        (its choices left out): ``_available`` before the loss; ``delta`` is
+        the net exposure per underlying, base units. Also the pre-trade
+        check's fast path (perps.PerpClearing._floor_available), which passes
+        the parts without a Portfolio."""
         quote = self.quote
         params = self._p
         equity = 0
         deductions = 0
         delta: dict = {}  # per underlying: net exposure, base units
         get = delta.get
-        for a, amount in portfolio.balances.items():
+        for a, amount in balances:  # each asset once, and first: its delta is its balance
             if a == quote:
                 equity += amount
             elif amount:
                 equity += amount * prices[a] // params[a][0]
-                delta[a] = get(a, 0) + amount
-        for a, size, entry, mark, owed in portfolio.perps:
+                delta[a] = amount
+        for a, size, entry, mark, owed in perps:
             equity += size * mark // params[a][0] - entry - owed
             delta[a] = get(a, 0) + size
-        for a, amount in portfolio.lent:
+        for a, amount in lent:
             if a == quote:
                 equity += amount
                 deductions += amount - amount * self._quote_cf // PPM
@@ -418,7 +422,7 @@ class RiskModel:
                 equity += value
                 deductions += value - v * pa[3] // pa[4]
                 delta[a] = get(a, 0) + amount
-        for a, owed, interest in portfolio.borrowed:
+        for a, owed, interest in borrowed:
             if a == quote:
                 equity -= owed
                 deductions += interest
@@ -442,7 +446,8 @@ class RiskModel:
         (``_loss_bound``, corner None). With a ``floor``, first a cheaper
         bound (``_loss_cap``): at or above the floor, it answers (corner
         None)."""
-        equity, deductions, delta = self._holdings(portfolio, prices)  # (its choices left out)
+        equity, deductions, delta = self._holdings(portfolio.balances.items(), portfolio.perps, portfolio.lent,
+                                                   portfolio.borrowed, prices)  # (its choices left out)
         base = equity - deductions
         choices = portfolio.choices
         if floor is not None:
@@ -610,8 +615,58 @@ class RiskModel:
         (the re-banding of an account without a de-risk policy needs both;
         tests/exchange/test_fast_checks.py). ``held_back``: the bands leave
         ``held_back(available)`` of the slack unused (for drift, the caller's)."""
-        available = self._available(portfolio, prices, 2, 6)
-        delta, haircut, sites = self._exposures(portfolio)
+        if portfolio.choices:
+            available = self._available(portfolio, prices, 2, 6)
+            delta, haircut, sites = self._exposures(portfolio)
+            banded = available - held_back_of(available, 0) if held_back else available
+            return available, self._bands(delta, haircut, sites, prices, banded, 0, 2, marks)
+        # The re-banding's hot path: _holdings' figures and _exposures' haircut
+        # and rounding sites in one pass (the same sums, dicts in the same order).
+        quote = self.quote
+        params = self._p
+        equity = 0
+        deductions = 0
+        delta: dict = {}
+        haircut: dict = {}
+        sites: dict = {}
+        get = delta.get
+        for a, amount in portfolio.balances.items():  # each asset once, and first
+            if a == quote:
+                equity += amount
+            elif amount:
+                equity += amount * prices[a] // params[a][0]
+                delta[a] = amount
+                sites[a] = 1
+        for a, size, entry, mark, owed in portfolio.perps:
+            equity += size * mark // params[a][0] - entry - owed
+            delta[a] = get(a, 0) + size
+            sites[a] = sites.get(a, 0) + 1
+        for a, amount in portfolio.lent:
+            if a == quote:
+                equity += amount
+                deductions += amount - amount * self._quote_cf // PPM
+            else:
+                pa = params[a]
+                v = amount * prices[a]
+                value = v // pa[0]
+                equity += value
+                deductions += value - v * pa[3] // pa[4]
+                delta[a] = get(a, 0) + amount
+                haircut[a] = haircut.get(a, 0) + amount * (PPM - pa[3])
+                sites[a] = sites.get(a, 0) + 2  # the value floor and the credited-part floor
+        for a, owed, interest in portfolio.borrowed:
+            if a == quote:
+                equity -= owed
+                deductions += interest
+            else:
+                p = prices[a]
+                scale = params[a][0]
+                equity += (-owed * p) // scale
+                deductions -= (-interest * p) // scale
+                delta[a] = get(a, 0) - owed
+                haircut[a] = haircut.get(a, 0) + interest * PPM
+                sites[a] = sites.get(a, 0) + 2
+        available = equity - deductions - self._loss(delta, prices, 2, 6)
         banded = available - held_back_of(available, 0) if held_back else available
         return available, self._bands(delta, haircut, sites, prices, banded, 0, 2, marks)
 
@@ -765,31 +820,38 @@ class RiskModel:
             return bands
         slack = available - floor
         budget = slack - 1 - sum(sites.values())
+        if slack <= 0 or budget < 0:  # no room: every band is the price (a mark axis: the mark) itself
+            for a in sorted(sites):
+                p = prices[a]
+                bands[a] = (p, p)
+            for key, _, _, mark in marks:
+                bands[key] = (mark, mark)
+            return bands
         pnl = delta
         if marks:  # a median mark's perp moves with its own axis, not its underlying's price
             pnl = dict(delta)
             for _, a, size, _ in marks:
                 pnl[a] -= size
         knum = {}
+        sensitive = len(marks)
         for a in sites:
             d = delta.get(a, 0)
-            knum[a] = abs(pnl.get(a, 0) * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
-        sensitive = len([a for a in knum if knum[a]]) + len(marks)
+            k = abs(pnl.get(a, 0) * PPM - haircut.get(a, 0)) + abs(d) * params[a][shock_at]
+            knum[a] = k
+            if k:
+                sensitive += 1
+        share = budget // sensitive if sensitive else 0  # (unused when nothing is sensitive)
         for a in sorted(sites):
             p = prices[a]
-            if slack <= 0 or budget < 0:
-                bands[a] = (p, p)
-            elif not knum[a]:
+            k = knum[a]
+            if not k:
                 bands[a] = (0, UNBOUNDED)
             else:
-                move = (budget // sensitive) * params[a][4] // knum[a]
-                bands[a] = (max(0, p - move), p + move)
+                move = share * params[a][4] // k
+                bands[a] = (p - move if p > move else 0, p + move)
         for key, a, size, mark in marks:
-            if slack <= 0 or budget < 0:
-                bands[key] = (mark, mark)
-            else:
-                move = (budget // sensitive) * params[a][4] // (abs(size) * PPM)
-                bands[key] = (max(0, mark - move), mark + move)
+            move = share * params[a][4] // (abs(size) * PPM)
+            bands[key] = (mark - move if mark > move else 0, mark + move)
         return bands
 
 

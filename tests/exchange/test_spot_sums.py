@@ -151,15 +151,15 @@ def test_spot_sums_kept_through_a_rest_a_fill_a_modify_and_a_cancel(config):
     perps.spot_resting_of(alice)  # kept from here on
     bid2 = e.apply(ex.PlaceOrder(ALICE, ETH_USDC, ex.Side.BUY, px(1998.5), 3 * lot), CTX)[0].order_id
     ask = e.apply(ex.PlaceOrder(ALICE, ETH_USDC, ex.Side.SELL, px(2001), 5 * lot), CTX)[0].order_id
-    assert alice.spot_resting == {ETH_USDC: [10 * lot, 5 * lot,
+    assert alice.spot_resting == {ETH_USDC: [10, 5,
                                              cost(px(1999), 7) + cost(px(1998.5), 3) + cost(px(2001), 5)]}
     e.apply(ex.PlaceOrder(BOB, ETH_USDC, ex.Side.SELL, px(1999), 4 * lot, time_in_force=ex.TimeInForce.IOC), CTX)
-    assert alice.spot_resting == {ETH_USDC: [6 * lot, 5 * lot,
+    assert alice.spot_resting == {ETH_USDC: [6, 5,
                                              cost(px(1999), 3) + cost(px(1998.5), 3) + cost(px(2001), 5)]}
     e.apply(ex.ModifyOrder(ALICE, ask, px(2002), 6 * lot), CTX)
     e.apply(ex.CancelOrder(ALICE, bid2), CTX)
     assert alice.spot_gen == perps.resting_gen  # kept all along, never rebuilt
-    assert alice.spot_resting == {ETH_USDC: [3 * lot, 6 * lot, cost(px(1999), 3) + cost(px(2002), 6)]}
+    assert alice.spot_resting == {ETH_USDC: [3, 6, cost(px(1999), 3) + cost(px(2002), 6)]}
     e.apply(ex.CancelAll(ALICE), CTX)
     assert alice.spot_resting == {} and perps.audit() == []
 
