@@ -741,3 +741,24 @@ def test_resting_spot_orders_count_in_the_what_if_too(perp, config):
     e.apply(ex.PlaceOrder(P, 0, Side.BUY, px(1000), 5 * ETH), CTX)
     e.apply(ex.PlaceOrder(CAROL, 0, Side.SELL, px(6000), ETH, ), CTX)
     e.apply(ex.PlaceOrder(P, 0, Side.BUY, px(6000), ETH // 2, time_in_force=ex.TimeInForce.IOC), CTX)
+
+
+def test_an_own_resting_bid_that_lifts_a_median_mark_is_checked_at_that_mark(perp, config):
+    """A 1-lot GTC bid of an account short BTC-PERP lifts the book's mid, so
+    the median mark, against its own short: the check valued the position at
+    the mark before the order and the account ended 2,495 USDC below zero
+    (found by review). The check takes the mark the order leaves."""
+    e = perp
+    mm, a, b = b"\xcc" * 20, b"\xa1" * 20, b"\xb0" * 20
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    for who, amount in ((mm, 10_000_000), (b, 10_000_000), (a, 30_000)):
+        e.apply(ex.Deposit(who, USDC, amount * USD), CTX)
+    place(e, b, Side.BUY, btc_px(65_000), BTC, market=BTC_PERP)
+    place(e, a, Side.SELL, btc_px(65_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
+    place(e, mm, Side.BUY, btc_px(59_000), BTC, market=BTC_PERP)
+    place(e, mm, Side.SELL, btc_px(66_000), BTC, market=BTC_PERP)
+    assert e.mark_price(BTC_PERP) == 62_500 * USD  # median of 60,000, mid 62,500, last 65,000
+    withdraw_all_allowed(e, a)
+    e.apply(ex.Deposit(a, USDC, 5 * USD), CTX)  # 5 USDC of slack: enough for the bid's fee and loss
+    assert e.margin(a, CTX.timestamp, assume_orders=True).available_open >= 5 * USD
+    rejects(e, ex.PlaceOrder(a, BTC_PERP, Side.BUY, btc_px(65_900), BTC // 10_000), R.INSUFFICIENT_MARGIN)
