@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 BASE=${1:?base revision}
 PAIRS=${2:-5}
 shift $(( $# >= 2 ? 2 : 1 ))
-PY=$(pwd)/${PYTHON:-.venv/bin/python}
+PY=${PYTHON:-.venv/bin/python}
+[[ "$PY" = /* ]] || PY=$(pwd)/$PY  # relative to the repository; an absolute PYTHON as given
 WT=$(mktemp -d)
 OUT=$(mktemp)
 trap 'git worktree remove --force "$WT" >/dev/null 2>&1 || true; rm -f "$OUT"' EXIT
