@@ -829,7 +829,16 @@ class PerpClearing(SpotClearing):
                     if oracle_mark:
                         below = above = index
                     else:  # the lower and the higher of the mark and the oracle
-                        mark = self._mark(mid)
+                        # _mark, inlined: the median of oracle, book mid and last trade
+                        book = m.book
+                        bid, ask = book.bids.best, book.asks.best
+                        mid_price = (bid + ask) // 2 * one // lot if bid is not None and ask is not None else index
+                        last = self.markets[mid].last_trade
+                        last = last * one // lot if last else index
+                        mark = index
+                        if mark > mid_price:
+                            mark, mid_price = mid_price, mark
+                        mark = mark if last < mark else (mid_price if last > mid_price else last)
                         if mark < index:
                             below, above = mark, index
                         else:
@@ -893,25 +902,39 @@ class PerpClearing(SpotClearing):
                         else:
                             was[0] += low
                             was[1] += high
-            if not ranges and extra is None:  # RiskModel._available's exact figure
-                available = base_value - model._loss(delta, prices, 1, 5)
-                return available if available >= 0 else None
-            for asset, was in ranges.items():  # each range around its underlying's exposure
-                d = get(asset)
-                if d:
-                    was[0] += d
-                    was[1] += d
             if extra is not None:
                 asset, value, low, high = extra
                 base_value += value
                 was = ranges.get(asset)
                 if was is None:
-                    d = get(asset, 0)
-                    ranges[asset] = [d + low, d + high]
+                    ranges[asset] = [low, high]
                 else:
                     was[0] += low
                     was[1] += high
-            bound = base_value - model._loss_cap(delta, ranges, prices, 1)
+            elif not ranges:  # RiskModel._available's exact figure
+                available = base_value - model._loss(delta, prices, 1, 5)
+                return available if available >= 0 else None
+            # RiskModel._loss_cap, inlined (every price is there; the sum commutes):
+            # per underlying its single-underlying loss at its largest |exposure|,
+            # an underlying with choices ranging over their summed range around
+            # its exposure in delta
+            cap = 0
+            for asset, (low, high) in ranges.items():
+                d = get(asset)
+                if d:
+                    low += d
+                    high += d
+                x = low if low >= 0 else -low
+                if high > x or -high > x:
+                    x = high if high >= 0 else -high
+                if x:
+                    pa = params[asset]
+                    cap += -(-x * prices[asset] * pa[1] // pa[4])
+            for asset, d in delta.items():
+                if d and asset not in ranges:
+                    pa = params[asset]
+                    cap += -(-(d if d >= 0 else -d) * prices[asset] * pa[1] // pa[4])
+            bound = base_value - cap
         except KeyError as missing:  # (cannot happen: every asset has a price) as _available
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
         return bound if bound >= 0 else None
