@@ -602,12 +602,24 @@ class Engine:
             # which may trim a reduce-only order, then its hold.
             check = getattr(clearing, "check_order", None)
             if check is not None:
-                self._now = ctx.timestamp  # for the portfolio check (loan interest accrues by block time)
+                # self._now = ..., inlined: the portfolio check's block time (loan interest accrues by it)
+                self._clearing[_PERP].now = ctx.timestamp
                 lots = check(m, account, side, price, lots, tif, c.reduce_only, crosses)
                 quantity = lots * lot
             elif c.reduce_only:
                 raise ExchangeError(Reason.INVALID_ORDER, "reduce-only is for perp orders")
-            asset, hold = clearing.hold_for(m, side, price, lots, crosses)
+            if clearing.__class__ is PerpClearing:
+                # PerpClearing.hold_for, inlined (same arithmetic): its worst fee in
+                # the quote asset, a crossing sell's at the best bid above its limit
+                notional = price * lots
+                if crosses and side is not _BUY:
+                    best = book.bids.best
+                    if best is not None and best > price:
+                        notional = best * lots
+                asset = m.quote
+                hold = -(-notional * (m.max_fee if crosses else m.maker_fee) // FEE_SCALE)
+            else:
+                asset, hold = clearing.hold_for(m, side, price, lots, crosses)
         available = account.available
         if available[asset] < hold:
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
