@@ -886,22 +886,43 @@ class PerpClearing(SpotClearing):
                     else:
                         was[0] += low
                         was[1] += high
-                if len(open_orders) > perp_orders:  # resting spot orders too (_spot_what_if)
-                    spot: list = []
-                    moved_cash: dict = {}
-                    self._spot_what_if(account, None, moved_cash, spot, oracle, quote_id)
-                    if moved_cash:
-                        return None
-                    base_ids = self._base_ids
-                    for mid, _, value, low, high in spot:
-                        asset = base_ids[mid]
-                        base_value += value
-                        was = ranges.get(asset)
-                        if was is None:
-                            ranges[asset] = [low, high]
-                        else:
-                            was[0] += low
-                            was[1] += high
+                if len(open_orders) > perp_orders:
+                    # resting spot orders too: _spot_what_if, inlined (no replacing)
+                    spot = (account.spot_resting if account.spot_gen == self.resting_gen
+                            else self.spot_resting_of(account))
+                    if spot:
+                        ids = engine._asset_ids
+                        spot_info = self._spot_info
+                        for mid, (bought, sold, costs) in spot.items():  # sums: any order
+                            m, lot, _, scale = spot_info[mid]
+                            if not costs or ids[m.quote] != quote_id:
+                                continue
+                            bought *= lot  # base units
+                            sold *= lot
+                            base = m.base
+                            worth = lot * oracle[base]  # a lot's worth at the oracle, times ``scale``
+                            losses = 0
+                            if bought:
+                                bid = m.book.bids.best
+                                if bid is None or bid * scale > worth:
+                                    losses += self._spot_losses(account, mid, BUY, None, worth, scale)
+                            if sold:
+                                ask = m.book.asks.best
+                                if ask is None or ask * scale < worth:
+                                    losses += self._spot_losses(account, mid, 1, None, worth, scale)
+                            value = losses // scale - costs
+                            if not oracle[base]:
+                                if value:
+                                    return None  # worth nothing: the value into the quote balance (full path)
+                                continue
+                            base_value += value
+                            asset = ids[base]
+                            was = ranges.get(asset)
+                            if was is None:
+                                ranges[asset] = [-sold, bought]
+                            else:
+                                was[0] -= sold
+                                was[1] += bought
             if extra is not None:
                 asset, value, low, high = extra
                 base_value += value
