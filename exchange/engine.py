@@ -525,7 +525,7 @@ class Engine:
         if a.positions or a.loans or a.open_orders or min(a.available) < 0:
             # Positions, resting perp orders, loans and debts are margined by the
             # whole portfolio (exchange/perps.py).
-            self._perps.check_withdrawal(a, asset, amount, ctx.timestamp)
+            self._clearing[_PERP].check_withdrawal(a, asset, amount, ctx.timestamp)  # (self._perps)
         self._snap(a)
         self._log.append((_restore_total, a, self._withdrawals, asset, self._withdrawals[asset]))
         a.available[asset] -= amount
@@ -553,7 +553,10 @@ class Engine:
         price = c.price
         quantity = c.quantity
         lot = m.lot_size
-        lots = _checked_lots(m, price, quantity)
+        if price > 0 and quantity >= lot and not price % m.tick_size and not quantity % lot:
+            lots = quantity // lot  # (every rule of _checked_lots holds: no call on the hot path)
+        else:
+            lots = _checked_lots(m, price, quantity)  # raises the first rule broken
         if price * lots < m.min_notional:
             raise ExchangeError(Reason.BELOW_MIN_NOTIONAL)
         if order_type is _MARKET:

@@ -485,10 +485,10 @@ class PerpClearing(SpotClearing):
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
-        model = self.model or self.risk_model()
         order = (market, side, price, lots, rests)
         if replacing is None and self._floor_available(account, now, order) is not None:
             return  # at or above zero (the full path's same figure)
+        model = self.model or self.risk_model()
         portfolio, prices = self.portfolio_of(account, now, order, replacing, True, True)
         after = self._available(model, portfolio, prices)
         if after >= 0:
