@@ -682,7 +682,22 @@ class Engine:
                 dirty.add(o)
                 account.open_orders[order_id] = o
                 if m.kind is _PERP:
-                    clearing.rested(o, 1)
+                    # clearing.rested(o, 1), inlined: the account's resting perp sums
+                    # (kept only while of the current generation)
+                    if account.resting_gen == clearing.resting_gen:
+                        resting = account.resting
+                        sums = resting.get(market_id)
+                        if sums is None:
+                            sums = resting[market_id] = [0, 0, 0, 0, 0, 0, 0]
+                        if side:
+                            sums[3] += lots
+                            sums[4] += price * lots
+                            sums[5] += hold
+                        else:
+                            sums[0] += lots
+                            sums[1] += price * lots
+                            sums[2] += hold
+                        sums[6] += 1
                 elif account.spot_resting is not None:  # (None: a part-1 account, nothing kept)
                     self._clearing[_PERP].spot_rested(o, 1)
                 if cid:
@@ -777,7 +792,24 @@ class Engine:
         a = o.account
         del a.open_orders[o.id]
         if m.kind is _PERP:
-            m.clearing.rested(o, -1)
+            # m.clearing.rested(o, -1), inlined (kept only while of the current generation)
+            if a.resting_gen == m.clearing.resting_gen:
+                resting = a.resting
+                mid = o.market
+                sums = resting.get(mid)
+                if sums is None:
+                    sums = resting[mid] = [0, 0, 0, 0, 0, 0, 0]
+                if o.side:
+                    sums[3] -= lots
+                    sums[4] -= o.price * lots
+                    sums[5] -= o.reserved
+                else:
+                    sums[0] -= lots
+                    sums[1] -= o.price * lots
+                    sums[2] -= o.reserved
+                sums[6] -= 1
+                if not sums[6]:
+                    del resting[mid]
         elif a.spot_resting is not None:
             self._clearing[_PERP].spot_rested(o, -1)
         if o.client_order_id:
