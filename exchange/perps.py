@@ -833,8 +833,8 @@ class PerpClearing(SpotClearing):
                         book = m.book
                         bid, ask = book.bids.best, book.asks.best
                         mid_price = (bid + ask) // 2 * one // lot if bid is not None and ask is not None else index
-                        last = self.markets[mid].last_trade
-                        last = last * one // lot if last else index
+                        traded = self.markets[mid].last_trade
+                        last = traded * one // lot if traded else index
                         mark = index
                         if mark > mid_price:
                             mark, mid_price = mid_price, mark
@@ -844,8 +844,29 @@ class PerpClearing(SpotClearing):
                         else:
                             below, above = index, mark
                         if mid == new_mid:
-                            # the order itself moves the mark (the book's mid, the last trade)
-                            moved = self._mark_after(mid, new_side, new_price)
+                            # the order itself moves the mark (the book's mid, the last trade):
+                            # _mark_after, inlined (the same book and last trade read above)
+                            moved = None
+                            if new_side == BUY:
+                                if ask is not None and ask <= new_price:
+                                    top = new_price if not traded or new_price > traded else traded
+                                    top = top * one // lot
+                                    moved = top if top > index else index
+                                elif bid is None or new_price > bid:
+                                    bid = new_price
+                            else:
+                                if bid is not None and bid >= new_price:
+                                    bottom = new_price if not traded or new_price < traded else traded
+                                    bottom = bottom * one // lot
+                                    moved = bottom if bottom < index else index
+                                elif ask is None or new_price < ask:
+                                    ask = new_price
+                            if moved is None:
+                                mid_price = (bid + ask) // 2 * one // lot if bid is not None and ask is not None else index
+                                moved = index
+                                if moved > mid_price:
+                                    moved, mid_price = mid_price, moved
+                                moved = moved if last < moved else (mid_price if last > mid_price else last)
                             if moved > above:
                                 above = moved
                             elif moved < below:
