@@ -468,12 +468,14 @@ class PerpClearing(SpotClearing):
             lots = min(lots, abs(size) // market.lot_size)
         if not self.oracle.prices[market.base]:
             raise ExchangeError(Reason.NO_ORACLE_PRICE)
-        self._check_margin(market, account, side, price, lots, reduce_only,
-                           rests=tif is _GTC or tif is _POST_ONLY)
+        rests = tif is _GTC or tif is _POST_ONLY
+        # _check_margin's fast path first, here (one call less for nearly every order)
+        if self._floor_available(account, self.now, (market, side, price, lots, rests)) is None:
+            self._check_margin(market, account, side, price, lots, reduce_only, rests=rests, fast=False)
         return lots
 
     def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None,
-                      rests: bool = True) -> None:
+                      rests: bool = True, fast: bool = True) -> None:
         """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
         (its worst fee paid), with the account's other open perp orders filling
         or not, their profits not counted (``_what_if``), leaves opening-level
@@ -486,8 +488,8 @@ class PerpClearing(SpotClearing):
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
         order = (market, side, price, lots, rests)
-        if replacing is None and self._floor_available(account, now, order) is not None:
-            return  # at or above zero (the full path's same figure)
+        if fast and replacing is None and self._floor_available(account, now, order) is not None:
+            return  # at or above zero (the full path's same figure; ``fast`` False: check_order asked it)
         model = self.model or self.risk_model()
         portfolio, prices = self.portfolio_of(account, now, order, replacing, True, True)
         after = self._available(model, portfolio, prices)
