@@ -1087,7 +1087,12 @@ class PerpClearing(SpotClearing):
         A market whose underlying has no oracle price or another quote keeps
         the old rule, exactly: the new order filled, then the side (all buys
         or all sells) that leaves the larger position (ties: BUY), from the
-        sums where every fill grows it and a replay by order id otherwise."""
+        sums where every fill grows it and a replay by order id otherwise.
+
+        ``_floor_available`` carries a copy of the mark-to-market rule (and of
+        ``_positions``, ``_perp_terms``, ``_mark``, ``_mark_after`` and
+        ``_spot_what_if``) for the checks' fast path; tests/exchange/
+        test_floor_available.py compares the two: change both."""
         if with_resting:
             resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
         else:  # the new order alone (``resting=False``: the check's "without the open orders")
