@@ -269,7 +269,17 @@ class AutoBorrowing:
         opening-level available margin >= 0 - and so does not filling it at
         all (the available margin is concave in the filled fraction, so the
         two ends are the worst cases)."""
-        perps = self.engine._perps
+        perps = self.perps
+        # The fast path first (PerpClearing._floor_available: the full path's
+        # same figures when at or above zero), as check_spot_fit asks it.
+        if rests:
+            if perps._floor_available(account, now, None, None,
+                                      self._resting_choice(market, side, price, lots)) is not None:
+                return
+        elif (perps._floor_available(account, now, None) is not None
+              and perps._floor_available(account, now, None,
+                                         self._fill_moves(market, side, price, lots, hold)) is not None):
+            return
         model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         if rests:  # resting: at or below both ends (its corners, the profit left out)
