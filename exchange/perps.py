@@ -771,40 +771,52 @@ class PerpClearing(SpotClearing):
             mark, mid_price = mid_price, mark
         return mark if last < mark else (mid_price if last > mid_price else last)
 
-    def _mark_after(self, mid: int, side: int, price: int) -> int:
-        """A bound of the median mark of ``mid`` once an order of the account's
-        (``side``, ``price`` per lot) is on the book (found by review: a 1-lot
-        bid at 65,900 lifted the mid, so the mark, against the account's own
-        short, and left it 2,495 below zero). Resting as the best of its side:
-        the mark with that book, exactly. Crossing: its fills may sweep the
-        other side (the mid is then unbounded) and the last trade is at most
-        its price (a buy; at least, a sell), so the median is at most (at
-        least) the oracle's or the price's larger (smaller)."""
+    def _mark_after(self, mid: int, side: int, price: int) -> tuple[int, int]:
+        """Bounds ``(low, high)`` of the median mark of ``mid`` once an order of
+        the account's (``side``, ``price`` per lot) is on the book (found by
+        review: a 1-lot bid at 65,900 lifted the mid, so the mark, against the
+        account's own short, and left it 2,495 below zero). Resting as the best
+        of its side: the mark with that book, exactly (both bounds). Crossing:
+        its fills may sweep the other side (the mid is then anything) and set
+        the last trade anywhere from the best opposite price to its own price
+        (or leave it, if nothing fills); the median of three is at least the
+        smaller and at most the larger of any two of them, so it lies between
+        the smallest and the largest of the oracle, the old last trade, the
+        best opposite price and the order's price (a crossing buy can lower the
+        last trade against a long too; found by review)."""
         m, base, _, _, one, lot_size, _ = self._perp_info[mid]
         index = self.oracle.prices[base]
         book = m.book
         bid, ask = book.bids.best, book.asks.best
         last = self.markets[mid].last_trade
         if side == BUY:
-            if ask is not None and ask <= price:
-                top = price if not last or price > last else last
-                top = top * one // lot_size
-                return top if top > index else index
+            crossing = ask is not None and ask <= price
+            opposite = ask
+        else:
+            crossing = bid is not None and bid >= price
+            opposite = bid
+        if crossing:
+            low = high = index
+            for per_lot in (opposite, price, last):
+                if per_lot:
+                    v = per_lot * one // lot_size
+                    if v < low:
+                        low = v
+                    elif v > high:
+                        high = v
+            return low, high
+        if side == BUY:
             if bid is None or price > bid:
                 bid = price
-        else:
-            if bid is not None and bid >= price:
-                bottom = price if not last or price < last else last
-                bottom = bottom * one // lot_size
-                return bottom if bottom < index else index
-            if ask is None or price < ask:
-                ask = price
+        elif ask is None or price < ask:
+            ask = price
         mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else index
         last = last * one // lot_size if last else index
         mark = index
         if mark > mid_price:
             mark, mid_price = mid_price, mark
-        return mark if last < mark else (mid_price if last > mid_price else last)
+        mark = mark if last < mark else (mid_price if last > mid_price else last)
+        return mark, mark
 
     def _prices_for(self) -> dict:
         """Prices by asset id (the quote at 10**decimals, assets without an
@@ -910,11 +922,11 @@ class PerpClearing(SpotClearing):
                         below, above = index, mark
                     if guarded and new is not None and new[0] == mid:
                         # the order itself moves the mark (the book's mid, the last trade)
-                        moved = self._mark_after(mid, new[1], new[2])
-                        if moved > above:
-                            above = moved
-                        elif moved < below:
-                            below = moved
+                        low_mark, high_mark = self._mark_after(mid, new[1], new[2])
+                        if high_mark > above:
+                            above = high_mark
+                        if low_mark < below:
+                            below = low_mark
                 # guarded (a check): the position at the worse of mark and oracle
                 value = size * ((below if size > 0 else above) if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and
