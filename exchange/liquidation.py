@@ -889,7 +889,7 @@ class Solvency:
             if loan.lender is a and loan.open:
                 if insurance is None:
                     insurance = engine._account_for(self.insurance)
-                engine.lending.take_over(loan, insurance, now, events)
+                engine.lending.take_over(loan, insurance, now, events, q)
         # 1. non-quote holdings: repay that asset's loans, sell the rest
         for i in range(engine._n_assets):
             if i == q or not a.available[i]:
