@@ -771,52 +771,46 @@ class PerpClearing(SpotClearing):
             mark, mid_price = mid_price, mark
         return mark if last < mark else (mid_price if last > mid_price else last)
 
-    def _mark_after(self, mid: int, side: int, price: int) -> tuple[int, int]:
-        """Bounds ``(low, high)`` of the median mark of ``mid`` once an order of
-        the account's (``side``, ``price`` per lot) is on the book (found by
-        review: a 1-lot bid at 65,900 lifted the mid, so the mark, against the
-        account's own short, and left it 2,495 below zero). Resting as the best
-        of its side: the mark with that book, exactly (both bounds). Crossing:
-        its fills may sweep the other side (the mid is then anything) and set
-        the last trade anywhere from the best opposite price to its own price
-        (or leave it, if nothing fills); the median of three is at least the
-        smaller and at most the larger of any two of them, so it lies between
-        the smallest and the largest of the oracle, the old last trade, the
-        best opposite price and the order's price (a crossing buy can lower the
-        last trade against a long too; found by review)."""
-        m, base, _, _, one, lot_size, _ = self._perp_info[mid]
-        index = self.oracle.prices[base]
-        book = m.book
-        bid, ask = book.bids.best, book.asks.best
+    def _mark_range(self, mid: int, index: int, new) -> tuple[int, int]:
+        """For a check: bounds ``(low, high)`` of where the median mark of
+        ``mid`` can be after the account's own actions - the lower and the
+        higher of the oracle and the last trade, widened by the new order's
+        price (a fill of it sets the last trade there) and, if it crosses, the
+        best opposite price (its first fill). The median of three lies between
+        any two of them, so the book's mid - which orders move, the account's
+        own too, and a cancel or a modification is never checked - drops out
+        (found by review: a check at the mark its own bid propped up, then a
+        cancel, left the account 3,994 below zero; its own resting bid, once
+        filled, moved the last trade against its short; a crossing buy lowered
+        the last trade against its long)."""
+        m, _, _, _, one, lot_size, _ = self._perp_info[mid]
         last = self.markets[mid].last_trade
-        if side == BUY:
-            crossing = ask is not None and ask <= price
-            opposite = ask
-        else:
-            crossing = bid is not None and bid >= price
-            opposite = bid
-        if crossing:
-            low = high = index
-            for per_lot in (opposite, price, last):
-                if per_lot:
-                    v = per_lot * one // lot_size
-                    if v < low:
-                        low = v
-                    elif v > high:
-                        high = v
-            return low, high
-        if side == BUY:
-            if bid is None or price > bid:
-                bid = price
-        elif ask is None or price < ask:
-            ask = price
-        mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else index
-        last = last * one // lot_size if last else index
-        mark = index
-        if mark > mid_price:
-            mark, mid_price = mid_price, mark
-        mark = mark if last < mark else (mid_price if last > mid_price else last)
-        return mark, mark
+        low = high = index
+        if last:
+            last = last * one // lot_size
+            if last < low:
+                low = last
+            else:
+                high = last
+        if new is not None and new[0] == mid:
+            side, price = new[1], new[2]
+            ends = [price]
+            book = m.book
+            if side == BUY:
+                ask = book.asks.best
+                if ask is not None and ask <= price:
+                    ends.append(ask)
+            else:
+                bid = book.bids.best
+                if bid is not None and bid >= price:
+                    ends.append(bid)
+            for per_lot in ends:
+                v = per_lot * one // lot_size
+                if v < low:
+                    low = v
+                elif v > high:
+                    high = v
+        return low, high
 
     def _prices_for(self) -> dict:
         """Prices by asset id (the quote at 10**decimals, assets without an
@@ -916,17 +910,12 @@ class PerpClearing(SpotClearing):
                     mark = below = above = index
                 else:  # the lower and the higher of the mark and the oracle
                     mark = self._mark(mid)
-                    if mark < index:
+                    if guarded:  # a check: wherever the account's own actions can take the mark
+                        below, above = self._mark_range(mid, index, new)
+                    elif mark < index:
                         below, above = mark, index
                     else:
                         below, above = index, mark
-                    if guarded and new is not None and new[0] == mid:
-                        # the order itself moves the mark (the book's mid, the last trade)
-                        low_mark, high_mark = self._mark_after(mid, new[1], new[2])
-                        if high_mark > above:
-                            above = high_mark
-                        if low_mark < below:
-                            below = low_mark
                 # guarded (a check): the position at the worse of mark and oracle
                 value = size * ((below if size > 0 else above) if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and
