@@ -631,28 +631,50 @@ class LendingClearing(SpotClearing):
         paid_interest, paid_principal = self._pay(loan, pay, now, events, at_maturity=False)
         return RepayResult(loan.id, paid_interest, paid_principal, loan.principal, loan.interest_due), events
 
-    def take_over(self, loan: Loan, new_lender, now: int, events: list) -> int:
-        """``new_lender`` (an Account) buys ``loan``'s claim from its lender at
-        face value - principal + interest due at ``now``, paid from its free
-        balance in the loan's asset (which may go below zero) - and is its
-        lender from then on (future interest and repayment go to it). Returns
-        the price paid. For a liquidation: a claim with a term cannot be sold
-        on a book, so the insurance fund takes it over and the account's
-        creditors are paid from its value (liquidation.py)."""
+    def take_over(self, loan: Loan, new_lender, now: int, events: list, quote: int | None = None) -> int:
+        """``new_lender`` (an Account: the insurance fund) buys ``loan``'s claim
+        from its lender at face value - principal + interest due at ``now`` -
+        and is its lender from then on (future interest and repayment go to
+        it). It pays from its free balance, which may go below zero: in the
+        quote at the oracle price (floor) when the loan's asset has one and
+        ``quote`` (an asset index) is given, else in the loan's asset (a
+        liquidation must not need a book deep enough to sell the asset it
+        was paid in; found by review). A claim on ``new_lender`` itself is
+        repaid instead (a loan must not lend to its own borrower). Returns the
+        claim. For a liquidation: a claim with a term cannot be sold on a
+        book, so the fund takes it and the account's creditors are paid from
+        its value (liquidation.py)."""
         engine = self.engine
         self._touch(loan, now)
         old = loan.lender
         claim = loan.principal + loan.interest_due
-        engine._log.append((_restore_lender, loan, old, new_lender))
-        del old.loans[loan.id]
-        new_lender.loans[loan.id] = loan
+        if loan.borrower is new_lender:
+            self._pay(loan, claim, now, events, at_maturity=False)
+            return claim
+        # The lender changes with the loan's index entries around it, and its undo
+        # does the same in whatever state the loan is then (a later action of the
+        # same epoch may have closed it without a new undo entry; found by review).
+        engine._log.append((self._restore_lender, loan, old))
+        self._unindex(loan)
         loan.lender = new_lender
+        self._index(loan)
         old.loans_snap = new_lender.loans_snap = engine._epoch  # (caches keyed by it)
         engine._dirty.add(loan)
-        engine._move_free(new_lender, old, loan.asset, claim)
+        price = self.engine._perps.oracle.prices[loan.asset] if quote is not None else 0
+        if price and loan.asset != quote:
+            paid_asset = quote
+            paid = claim * price // 10 ** self.engine._perps.decimals[loan.asset]
+        else:
+            paid_asset, paid = loan.asset, claim
+        engine._move_free(new_lender, old, paid_asset, paid)
         events.append(ClaimTakenOver(loan.id, old.address, loan.borrower.address, self.asset_ids[loan.asset],
                                      new_lender.address, claim))
         return claim
+
+    def _restore_lender(self, loan: Loan, old) -> None:
+        self._unindex(loan)
+        loan.lender = old
+        self._index(loan)
 
     def share_default(self, account, asset: int, shortfall: int, now: int, events: list | None = None) -> int:
         """Cut the claims of the lenders of ``account``'s open loans in
@@ -901,13 +923,6 @@ class LendingClearing(SpotClearing):
             if loan.lender.loans.get(loan.id) is not loan or loan.borrower.loans.get(loan.id) is not loan:
                 problems.append(f"loan {loan.id} missing from an account")
         return problems
-
-
-def _restore_lender(loan: Loan, old, new) -> None:
-    if loan.borrower is not new:  # (a claim on the new lender itself stays in its loans as a borrowing)
-        del new.loans[loan.id]
-    old.loans[loan.id] = loan
-    loan.lender = old
 
 
 def _restore_next_loan_id(ledger: LoanLedger, value: int) -> None:

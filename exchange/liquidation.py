@@ -224,11 +224,14 @@ class Solvency:
         # perp markets whose mark is a median (ids, sorted): a mark axis of their own in the index
         self.median = sorted(m.id for m in engine.config.markets
                              if m.kind is MarketKind.PERP and m.mark is MarkMethod.MEDIAN)
-        # perp market id -> (base index, base id, 2 x funding cap, PPM x 10**decimals): _drift's constants
-        index = {a.id: i for i, a in enumerate(engine.config.assets)}
-        self.funding = {m.id: (index[m.base], m.base, 2 * m.funding_cap,
-                               PPM * 10 ** engine.config.assets[index[m.base]].decimals)
-                        for m in engine.config.markets if m.kind is MarketKind.PERP}
+        # underlying asset id -> (2 x the largest funding cap of its perp markets,
+        # PPM x 10**decimals): _drift's constants
+        decimals = {a.id: a.decimals for a in engine.config.assets}
+        self.funding: dict = {}
+        for m in engine.config.markets:
+            if m.kind is MarketKind.PERP:
+                was = self.funding.get(m.base, (0, 0))[0]
+                self.funding[m.base] = (max(was, 2 * m.funding_cap), PPM * 10 ** decimals[m.base])
         # median market id -> its mark, for the duration of one batch or crossing
         # loop (no command runs inside one: the marks cannot move); None outside
         self.live_marks = None
@@ -357,25 +360,24 @@ class Solvency:
         q = self._quote_index()
         return a.available[q] < 0
 
-    def _drift(self, a, caps: list) -> int:
+    def _drift(self, a, portfolio, prices, caps: list) -> int:
         """The most one funding payment can take from ``a`` (quote units):
-        per position ``|size| x funding_cap x 2 x oracle`` (the bands keep the
-        oracle below twice today's: the asset ids go to ``caps``) plus two
-        units of rounding; and the interest an overdue borrowing accrues over
-        an interval (past its term it is no longer deducted in advance).
-        0: nothing drifts."""
-        oracle = self.engine._perps.oracle.prices
-        funding = self.funding
+        per perp position of ``portfolio`` (positions only: no open order
+        assumed) ``|size| x funding_cap x 2 x oracle`` (the largest cap of the
+        underlying's markets; the bands keep the oracle below twice today's:
+        the asset ids go to ``caps``) plus two units of rounding; and the
+        interest an overdue borrowing accrues over an interval (past its term
+        it is no longer deducted in advance). 0: nothing drifts."""
+        rates = self.funding
         total = 0
-        for mid, pos in a.positions.items():  # a sum: the order does not matter
-            size = pos.size
+        for base_id, size, _, _, _ in portfolio.perps:  # a sum: the order does not matter
             if size:
-                base, base_id, cap2, den = funding[mid]
-                p = oracle[base]
+                p = prices.get(base_id)
                 if p:
+                    cap2, den = rates[base_id]
                     total += (size if size > 0 else -size) * cap2 * p // den + 2
                     caps.append(base_id)
-        if a.loans:
+        if a.loans and self.engine.lending.overdue:  # (no overdue loan anywhere: the common case)
             engine = self.engine
             interval = engine.config.funding_interval
             decimals = engine._perps.decimals
@@ -387,7 +389,7 @@ class Solvency:
                         total += owed + 1
                     else:
                         # at up to twice today's price (capped), with up to 100 % of shock on it
-                        p = oracle[loan.asset]
+                        p = engine._perps.oracle.prices[loan.asset]
                         total += owed * 4 * max(p, 1) // 10 ** decimals[loan.asset] + 1
                         caps.append(engine._asset_ids[loan.asset])
         return total
@@ -404,7 +406,7 @@ class Solvency:
             if pos is not None and pos.size:
                 mark = live[mid] if live is not None else self._live_mark(mid)
                 if mark is not None:
-                    out.append((-1 - mid, self.funding[mid][1], pos.size, mark))
+                    out.append((-1 - mid, engine._asset_ids[engine._markets[mid].base], pos.size, mark))
         return out
 
     def _live_mark(self, mid: int):
@@ -475,13 +477,13 @@ class Solvency:
         model = self._model()
         marks = self._median_marks(a) if exposed and self.median else ()
         caps: list = []  # assets whose oracle band _drift's bound needs capped at twice today's
-        drift = self._drift(a, caps) if exposed else 0
         horizons = []  # per band level: the funding payments its held-back slack absorbs
         if policy:
             try:
                 margin, portfolio, prices = self._evaluate(a, now)
             except ExchangeError:  # an asset without a price: looked at again when one arrives
                 return
+            drift = self._drift(a, portfolio, prices, caps) if exposed else 0
             available_liq = margin.available_liq
             banded = available_liq
             if drift:
@@ -495,6 +497,7 @@ class Solvency:
             # evaluate's figure exactly, without the rest of the Margin).
             perps = engine._perps
             portfolio, prices = perps.portfolio_of(a, now, None, None, False, True)  # available alone
+            drift = self._drift(a, portfolio, prices, caps)
             try:
                 # exposed here (else it returned above): the bands too, in the same pass
                 available_liq, bands = model.liq_band(portfolio, prices, marks, held_back=bool(drift))
@@ -886,7 +889,7 @@ class Solvency:
             if loan.lender is a and loan.open:
                 if insurance is None:
                     insurance = engine._account_for(self.insurance)
-                engine.lending.take_over(loan, insurance, now, events)
+                engine.lending.take_over(loan, insurance, now, events, q)
         # 1. non-quote holdings: repay that asset's loans, sell the rest
         for i in range(engine._n_assets):
             if i == q or not a.available[i]:

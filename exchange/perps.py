@@ -830,49 +830,37 @@ class PerpClearing(SpotClearing):
                     size, entry, owed = held.get(mid, _FLAT) if held is not None else _FLAT
                     if oracle_mark:
                         below = above = index
-                    else:  # the lower and the higher of the mark and the oracle
-                        # _mark, inlined: the median of oracle, book mid and last trade
-                        book = m.book
-                        bid, ask = book.bids.best, book.asks.best
-                        mid_price = (bid + ask) // 2 * one // lot if bid is not None and ask is not None else index
+                    else:
+                        # _mark_range, inlined: wherever the account's own actions can
+                        # take the median mark - the lower and the higher of the oracle,
+                        # the last trade and the new order's prices (its first fill at
+                        # the best opposite price when it crosses); the book's mid drops out
+                        below = above = index
                         traded = self.markets[mid].last_trade
-                        last = traded * one // lot if traded else index
-                        mark = index
-                        if mark > mid_price:
-                            mark, mid_price = mid_price, mark
-                        mark = mark if last < mark else (mid_price if last > mid_price else last)
-                        if mark < index:
-                            below, above = mark, index
-                        else:
-                            below, above = index, mark
-                        if mid == new_mid:
-                            # the order itself moves the mark (the book's mid, the last trade):
-                            # _mark_after, inlined (the same book and last trade read above)
-                            moved = None
-                            if new_side == BUY:
-                                if ask is not None and ask <= new_price:
-                                    top = new_price if not traded or new_price > traded else traded
-                                    top = top * one // lot
-                                    moved = top if top > index else index
-                                elif bid is None or new_price > bid:
-                                    bid = new_price
+                        if traded:
+                            last = traded * one // lot
+                            if last < below:
+                                below = last
                             else:
-                                if bid is not None and bid >= new_price:
-                                    bottom = new_price if not traded or new_price < traded else traded
-                                    bottom = bottom * one // lot
-                                    moved = bottom if bottom < index else index
-                                elif ask is None or new_price < ask:
-                                    ask = new_price
-                            if moved is None:
-                                mid_price = (bid + ask) // 2 * one // lot if bid is not None and ask is not None else index
-                                moved = index
-                                if moved > mid_price:
-                                    moved, mid_price = mid_price, moved
-                                moved = moved if last < moved else (mid_price if last > mid_price else last)
-                            if moved > above:
-                                above = moved
-                            elif moved < below:
-                                below = moved
+                                above = last
+                        if mid == new_mid:
+                            v = new_price * one // lot
+                            if v < below:
+                                below = v
+                            elif v > above:
+                                above = v
+                            if new_side == BUY:
+                                best = m.book.asks.best
+                                crossing = best is not None and best <= new_price
+                            else:
+                                best = m.book.bids.best
+                                crossing = best is not None and best >= new_price
+                            if crossing:
+                                v = best * one // lot
+                                if v < below:
+                                    below = v
+                                elif v > above:
+                                    above = v
                     value = size * (below if size > 0 else above) // one - entry - owed
                     buy_ref = lot * below  # of one lot, times ``one``
                     sell_ref = lot * above
@@ -1001,40 +989,46 @@ class PerpClearing(SpotClearing):
             mark, mid_price = mid_price, mark
         return mark if last < mark else (mid_price if last > mid_price else last)
 
-    def _mark_after(self, mid: int, side: int, price: int) -> int:
-        """A bound of the median mark of ``mid`` once an order of the account's
-        (``side``, ``price`` per lot) is on the book (found by review: a 1-lot
-        bid at 65,900 lifted the mid, so the mark, against the account's own
-        short, and left it 2,495 below zero). Resting as the best of its side:
-        the mark with that book, exactly. Crossing: its fills may sweep the
-        other side (the mid is then unbounded) and the last trade is at most
-        its price (a buy; at least, a sell), so the median is at most (at
-        least) the oracle's or the price's larger (smaller)."""
-        m, base, _, _, one, lot_size, _ = self._perp_info[mid]
-        index = self.oracle.prices[base]
-        book = m.book
-        bid, ask = book.bids.best, book.asks.best
+    def _mark_range(self, mid: int, index: int, new) -> tuple[int, int]:
+        """For a check: bounds ``(low, high)`` of where the median mark of
+        ``mid`` can be after the account's own actions - the lower and the
+        higher of the oracle and the last trade, widened by the new order's
+        price (a fill of it sets the last trade there) and, if it crosses, the
+        best opposite price (its first fill). The median of three lies between
+        any two of them, so the book's mid - which orders move, the account's
+        own too, and a cancel or a modification is never checked - drops out
+        (found by review: a check at the mark its own bid propped up, then a
+        cancel, left the account 3,994 below zero; its own resting bid, once
+        filled, moved the last trade against its short; a crossing buy lowered
+        the last trade against its long)."""
+        m, _, _, _, one, lot_size, _ = self._perp_info[mid]
         last = self.markets[mid].last_trade
-        if side == BUY:
-            if ask is not None and ask <= price:
-                top = price if not last or price > last else last
-                top = top * one // lot_size
-                return top if top > index else index
-            if bid is None or price > bid:
-                bid = price
-        else:
-            if bid is not None and bid >= price:
-                bottom = price if not last or price < last else last
-                bottom = bottom * one // lot_size
-                return bottom if bottom < index else index
-            if ask is None or price < ask:
-                ask = price
-        mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else index
-        last = last * one // lot_size if last else index
-        mark = index
-        if mark > mid_price:
-            mark, mid_price = mid_price, mark
-        return mark if last < mark else (mid_price if last > mid_price else last)
+        low = high = index
+        if last:
+            last = last * one // lot_size
+            if last < low:
+                low = last
+            else:
+                high = last
+        if new is not None and new[0] == mid:
+            side, price = new[1], new[2]
+            ends = [price]
+            book = m.book
+            if side == BUY:
+                ask = book.asks.best
+                if ask is not None and ask <= price:
+                    ends.append(ask)
+            else:
+                bid = book.bids.best
+                if bid is not None and bid >= price:
+                    ends.append(bid)
+            for per_lot in ends:
+                v = per_lot * one // lot_size
+                if v < low:
+                    low = v
+                elif v > high:
+                    high = v
+        return low, high
 
     def _prices_for(self) -> dict:
         """Prices by asset id (the quote at 10**decimals, assets without an
@@ -1090,7 +1084,7 @@ class PerpClearing(SpotClearing):
         sums where every fill grows it and a replay by order id otherwise.
 
         ``_floor_available`` carries a copy of the mark-to-market rule (and of
-        ``_positions``, ``_perp_terms``, ``_mark``, ``_mark_after`` and
+        ``_positions``, ``_perp_terms``, ``_mark_range`` and
         ``_spot_what_if``) for the checks' fast path; tests/exchange/
         test_floor_available.py compares the two: change both."""
         if with_resting:
@@ -1139,17 +1133,12 @@ class PerpClearing(SpotClearing):
                     mark = below = above = index
                 else:  # the lower and the higher of the mark and the oracle
                     mark = self._mark(mid)
-                    if mark < index:
+                    if guarded:  # a check: wherever the account's own actions can take the mark
+                        below, above = self._mark_range(mid, index, new)
+                    elif mark < index:
                         below, above = mark, index
                     else:
                         below, above = index, mark
-                    if guarded and new is not None and new[0] == mid:
-                        # the order itself moves the mark (the book's mid, the last trade)
-                        moved = self._mark_after(mid, new[1], new[2])
-                        if moved > above:
-                            above = moved
-                        elif moved < below:
-                            below = moved
                 # guarded (a check): the position at the worse of mark and oracle
                 value = size * ((below if size > 0 else above) if guarded else mark) // one - entry - owed
                 # An order's loss is measured against the worse of the mark and

@@ -79,6 +79,7 @@ class Chain:
         self.hash_to_number: dict[bytes, int] = {}
         # tx hash -> (number, index) for the recent blocks, whose store writes may lag.
         self.recent_tx: dict[bytes, tuple[int, int]] = {}
+        self.recent_system: dict[bytes, int] = {}  # system-log tx hash -> number, for the recent blocks
         self.time_offset = 0  # evm_increaseTime, seconds
         self.next_timestamp: int | None = None  # evm_setNextBlockTimestamp
         self.miniblock_number = 0  # global mini-block counter
@@ -268,10 +269,14 @@ class Chain:
         recent_tx = self.recent_tx
         for index, tx in enumerate(sealed.txs):
             recent_tx[tx.hash] = (number, index)
+        if sealed.system_logs:
+            self.recent_system[sealed.system_logs[0].tx_hash] = number
         while len(self.recent) > RECENT_BLOCKS:
             _, old = self.recent.popitem(last=False)
             for tx in old.txs:
                 recent_tx.pop(tx.hash, None)
+            if old.system_logs:
+                self.recent_system.pop(old.system_logs[0].tx_hash, None)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -305,6 +310,12 @@ class Chain:
         if block is not None:
             return block.system_logs
         return self.store.system_logs(number)
+
+    def find_system_logs(self, tx_hash: bytes) -> int | None:
+        """The sealed block whose system logs carry ``tx_hash`` (the block hooks'
+        synthetic transaction), or None."""
+        number = self.recent_system.get(tx_hash)
+        return number if number is not None else self.store.system_tx_block(tx_hash)
 
     def find_transaction(self, tx_hash: bytes) -> tuple[SignedTx, Receipt, bytes] | None:
         """(tx, receipt, block hash or the pending placeholder) for an executed tx."""

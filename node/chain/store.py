@@ -94,6 +94,11 @@ class ChainStore:
             logs.append(log)
         return logs
 
+    def system_tx_block(self, tx_hash: bytes) -> int | None:
+        """The block whose system logs carry ``tx_hash``, if one does."""
+        raw = self.kv.get(b"S" + tx_hash)
+        return None if raw is None else _int(raw)
+
     def tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
         raw = self.kv.get(b"t" + tx_hash)
         return None if raw is None else (_int(raw[:8]), _int(raw[8:]))
@@ -102,7 +107,9 @@ class ChainStore:
                    receipt_records: list | None = None, system_logs: list | None = None) -> list:
         """`raw_txs` are [raw, sender] pairs: the sender is kept so a read never re-recovers."""
         n8 = num8(header.number)
-        puts = [system_logs_put(header.number, system_logs)] if system_logs else []
+        # system logs, and their transaction hash -> block number (eth_getTransactionReceipt)
+        puts = [system_logs_put(header.number, system_logs),
+                (b"S" + system_tx_hash(header.number), n8)] if system_logs else []
         puts += [
             (b"h" + n8, encode(header.to_record())),
             (b"H" + header.hash, n8),

@@ -139,7 +139,8 @@ _BTC_WHAT_IF = st.tuples(st.sampled_from([BTC_PERP, ETH_PERP, None]), st.sampled
 @given(st.lists(_BTC_STEP, min_size=3, max_size=25), st.lists(_BTC_WHAT_IF, min_size=1, max_size=4))
 def test_floor_available_on_a_median_marked_market(config, steps, what_ifs):
     """Positions, resting orders and new orders on BTC-PERP (mark: the median of
-    oracle, book mid and last trade, which the account's own order moves), beside
+    oracle, book mid and last trade; a check bounds it by the oracle, the last
+    trade and the new order's prices - PerpClearing._mark_range), beside
     ETH-PERP (oracle mark) and resting ETH-USDC orders: the fast figure is None or
     the full path's, with the market in the what-if and out of it."""
     e = _setup(config)

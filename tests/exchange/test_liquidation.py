@@ -670,6 +670,13 @@ def test_the_insurance_fund_takes_over_a_liquidated_lenders_claims(perp, config)
     e.apply(ex.Liquidate(CAROL, DAVE), CTX)
     e.revert(token)  # the takeover is undone whole
     assert (e.state_digest(), e.to_bytes()) == before
+    # and so is a Batch that repays the taken-over loan after it (an epoch shared: the
+    # undo found the loan closed and raised mid-way; found by review)
+    token = e.checkpoint()
+    result, _ = e.apply(ex.Batch(x, (ex.Liquidate(x, DAVE), ex.RepayLoan(x, lent[0], 10**30))), CTX)
+    assert [r.__class__.__name__ for r in result.results] == ["LiquidateResult", "RepayResult"]
+    e.revert(token)
+    assert (e.state_digest(), e.to_bytes()) == before
     result, events = e.apply(ex.Liquidate(CAROL, DAVE), CTX)
     taken = events_of(events, ex.ClaimTakenOver)
     assert [(t.loan_id, t.lender, t.borrower, t.new_lender, t.claim) for t in taken] == [
@@ -870,3 +877,55 @@ def test_a_policys_trade_in_the_tick_is_seen_in_the_same_tick(config):
     _, events = e.apply(ex.Tick(), ex.Context(2, 36_001))
     assert events_of(events, ex.DeriskActionTaken) and e.mark_price(3) > 60_000 * USD
     assert e.margin(v, 36_001).available_liq <= 0 and v in e.liquidatable_accounts()
+
+
+def test_a_claim_on_the_insurance_fund_itself_is_repaid_by_it(perp, config):
+    """The fund borrowed from an account that is then liquidated: taking the
+    claim over would make a loan lend to its own borrower (the Tick then
+    raised at its maturity, every block; found by review) - the fund repays
+    it instead."""
+    e = perp
+    fund = config.insurance
+    e.apply(ex.Deposit(fund, WETH, 10 * ETH), CTX)
+    e.apply(ex.Deposit(DAVE, USDC, 1000 * USD), CTX)
+    place(e, DAVE, USDC_LEND, Side.SELL, 50_000_000, 1000 * USD)  # DAVE lends to the fund
+    place(e, fund, USDC_LEND, Side.BUY, 50_000_000, 1000 * USD, time_in_force=ex.TimeInForce.IOC)
+    e.apply(ex.Withdraw(fund, USDC, 1000 * USD), CTX)
+    place(e, BOB, WETH_LEND, Side.SELL, 50_000_000, 10 * ETH)
+    e.apply(ex.Withdraw(DAVE, WETH, ETH // 4), CTX)  # DAVE borrows 0.25 WETH
+    oracle(e, config, 3600 * USD)
+    place(e, CAROL, ETH_USDC, Side.SELL, px(3600), 10 * ETH)
+    result, events = e.apply(ex.Liquidate(CAROL, DAVE), CTX)
+    assert events_of(events, ex.ClaimTakenOver) == []
+    assert [ev.borrower for ev in events_of(events, ex.LoanRepaid)][:1] == [fund]
+    assert [v for v in e.loans(fund, CTX.timestamp) if v.lender == fund] == []
+    assert free(e, fund, USDC) < 0 and e.lending.audit() == []
+    conserved(e)
+    for t in (CTX.timestamp + 864_000, CTX.timestamp + 864_001):  # past every maturity
+        e.apply(ex.Tick(), at(t))
+    assert e.lending.audit() == []
+
+
+def test_a_non_quote_claim_is_bought_in_the_quote(perp, config):
+    """A claim in WETH is paid for in USDC at the oracle price: paid in WETH,
+    the liquidation had to sell it all within the price bound, and a thin WETH
+    book blocked it (found by review)."""
+    e = perp
+    x = b"\x99" * 20
+    e.apply(ex.Deposit(x, USDC, 1_000_000 * USD), CTX)
+    e.apply(ex.Deposit(DAVE, WETH, 50 * ETH), CTX)
+    e.apply(ex.Deposit(DAVE, USDC, 20_000 * USD), CTX)
+    place(e, DAVE, WETH_LEND, Side.SELL, 50_000_000, 50 * ETH)  # DAVE lends its 50 WETH to x
+    place(e, x, WETH_LEND, Side.BUY, 50_000_000, 50 * ETH, time_in_force=ex.TimeInForce.IOC)
+    place(e, BOB, ETH_PERP, Side.BUY, px(3000), 100 * ETH)
+    place(e, DAVE, ETH_PERP, Side.SELL, px(3000), 100 * ETH, time_in_force=ex.TimeInForce.IOC)  # short 100
+    oracle(e, config, 5800 * USD)  # the short loses 280,000; the claim is worth 290,000
+    assert e.margin(DAVE, CTX.timestamp).available_liq <= 0
+    place(e, CAROL, ETH_PERP, Side.SELL, px(5800), 100 * ETH)  # the short can be closed
+    fund_weth = e.balances(config.insurance).get(WETH, (0, 0))[0]
+    result, events = e.apply(ex.Liquidate(BOB, DAVE), CTX)
+    [taken] = events_of(events, ex.ClaimTakenOver)
+    assert taken.asset == WETH and taken.claim == 50 * ETH
+    assert e.balances(config.insurance).get(WETH, (0, 0))[0] == fund_weth  # paid in USDC
+    assert free(e, config.insurance, USDC) == -50 * 5800 * USD
+    conserved(e)

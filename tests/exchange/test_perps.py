@@ -762,3 +762,58 @@ def test_an_own_resting_bid_that_lifts_a_median_mark_is_checked_at_that_mark(per
     e.apply(ex.Deposit(a, USDC, 5 * USD), CTX)  # 5 USDC of slack: enough for the bid's fee and loss
     assert e.margin(a, CTX.timestamp, assume_orders=True).available_open >= 5 * USD
     rejects(e, ex.PlaceOrder(a, BTC_PERP, Side.BUY, btc_px(65_900), BTC // 10_000), R.INSUFFICIENT_MARGIN)
+
+
+@pytest.mark.parametrize("variant", ["rests", "ioc"])
+def test_a_crossing_buy_that_lowers_a_median_mark_is_checked_at_the_lower_mark(perp, config, variant):
+    """A crossing buy sets the last trade at the asks it takes - possibly far
+    below the mark - and may rest as a low best bid: BTC-PERP's median mark
+    falls against the account's own long (found by review of the first bound,
+    which only looked up). Crossing, the mark is bounded on both sides by the
+    oracle, the old last trade, the best ask and the order's price."""
+    e = perp
+    mm, a, b, c = b"\xcc" * 20, b"\xa1" * 20, b"\xb0" * 20, b"\xc1" * 20
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    for who, amount in ((mm, 10_000_000), (b, 10_000_000), (c, 10_000_000), (a, 30_000)):
+        e.apply(ex.Deposit(who, USDC, amount * USD), CTX)
+    place(e, b, Side.SELL, btc_px(60_000), BTC, market=BTC_PERP)
+    place(e, a, Side.BUY, btc_px(60_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)  # long 1 BTC
+    place(e, c, Side.SELL, btc_px(54_000), BTC // 10_000, market=BTC_PERP)
+    place(e, mm, Side.SELL, btc_px(55_000), BTC, market=BTC_PERP)
+    if variant == "ioc":
+        place(e, mm, Side.BUY, btc_px(53_000), BTC, market=BTC_PERP)  # a bid that makes the mid low
+    withdraw_all_allowed(e, a)
+    e.apply(ex.Deposit(a, USDC, 5 * USD), CTX)  # 5 USDC of slack
+    before = e.margin(a, CTX.timestamp, assume_orders=True).available_open
+    assert before >= 5 * USD
+    lots = 2 if variant == "rests" else 1
+    tif = ex.TimeInForce.GTC if variant == "rests" else ex.TimeInForce.IOC
+    rejects(e, ex.PlaceOrder(a, BTC_PERP, Side.BUY, btc_px(54_000), lots * BTC // 10_000, time_in_force=tif),
+            R.INSUFFICIENT_MARGIN)
+
+
+@pytest.mark.parametrize("then", ["cancel", "modify"])
+def test_a_median_mark_propped_by_an_own_order_does_not_carry_a_withdrawal(perp, config, then):
+    """A long's own best bid props BTC-PERP's mid, so the median mark; a
+    withdrawal checked at that mark, then a cancel (never checked) or a
+    modification down, left the account 3,994 below zero (found by review).
+    A check values a position with own orders at the worse of the oracle and
+    the last trade (the median lies between them whatever the mid)."""
+    e = perp
+    mm, a, b = b"\xcc" * 20, b"\xa1" * 20, b"\xb0" * 20
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    for who, amount in ((mm, 10_000_000), (b, 10_000_000), (a, 30_000)):
+        e.apply(ex.Deposit(who, USDC, amount * USD), CTX)
+    place(e, b, Side.SELL, btc_px(55_000), BTC, market=BTC_PERP)
+    place(e, a, Side.BUY, btc_px(55_000), BTC, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)  # last 55,000
+    place(e, mm, Side.BUY, btc_px(50_000), BTC, market=BTC_PERP)
+    place(e, mm, Side.SELL, btc_px(62_000), BTC, market=BTC_PERP)
+    result, _ = place(e, a, Side.BUY, btc_px(60_500), BTC // 10_000, market=BTC_PERP)  # its own best bid
+    assert e.mark_price(BTC_PERP) == 60_000 * USD  # median(60,000, mid 61,250, last 55,000)
+    withdraw_all_allowed(e, a)
+    if then == "modify":  # checked: the mark it leaves would take the account below zero
+        rejects(e, ex.ModifyOrder(a, result.order_id, btc_px(50_500), BTC // 10_000), R.INSUFFICIENT_MARGIN)
+        return
+    e.apply(ex.CancelOrder(a, result.order_id), CTX)  # never checked
+    assert e.mark_price(BTC_PERP) < 60_000 * USD
+    assert e.margin(a, CTX.timestamp, assume_orders=True).available_open >= 0

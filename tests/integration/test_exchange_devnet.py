@@ -266,6 +266,13 @@ def test_what_the_block_hooks_do_reaches_clients_as_logs(devnet):
     assert log.transactionHash == system_tx_hash(log.blockNumber)
     block = w3.eth.get_block(log.blockNumber)
     assert log.transactionIndex == len(block.transactions)
+    # and its receipt is served, as Bor serves a state-sync's (a client reading a log's receipt)
+    hook_receipt = w3.eth.get_transaction_receipt(log.transactionHash)
+    assert (hook_receipt.status, hook_receipt.blockNumber, hook_receipt.blockHash) == (1, log.blockNumber, block.hash)
+    assert log.logIndex in [entry.logIndex for entry in hook_receipt.logs]
+    assert {entry.transactionHash for entry in hook_receipt.logs} == {log.transactionHash}
+    [again] = ex.events.OrderCancelled().process_receipt(hook_receipt, errors=DISCARD)  # decodes as any receipt
+    assert again.args.orderId == order_id
     assert not ex.functions.getOrder(maker, order_id).call()[0]
     assert ex.functions.balanceOf(maker, USDC).call() == [10**10, 0]  # the hold came back
     assert [entry.args.orderId for entry in flt.get_all_entries()] == [order_id]

@@ -53,5 +53,16 @@ def test_system_logs_round_trip_through_the_store(tmp_path):
         assert [(x.address, x.topics, x.data, x.log_index, x.tx_index, x.tx_hash, x.block_number) for x in back] == \
             [(x.address, x.topics, x.data, x.log_index, x.tx_index, x.tx_hash, x.block_number) for x in logs]
         assert store.system_logs(8) == []
+        # a sealed block's writes index the system-log hash (eth_getTransactionReceipt of it)
+        from node.chain.blocks import Header
+        header = Header()
+        header.parent_hash = header.state_root = header.tx_root = header.receipt_root = b"\x00" * 32
+        header.mix_hash, header.coinbase, header.extra_data = b"\x00" * 32, b"\x00" * 20, b""
+        header.bloom = header.gas_limit = header.gas_used = header.timestamp = header.base_fee = 0
+        header.number, header.miniblock_count, header.size = 7, 1, 0
+        header.seal()
+        kv.write(store.block_puts(header, [], [], [], logs))
+        assert store.system_tx_block(system_tx_hash(7)) == 7
+        assert store.system_tx_block(system_tx_hash(8)) is None
     finally:
         kv.close()
