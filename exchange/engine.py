@@ -525,7 +525,7 @@ class Engine:
         if a.positions or a.loans or a.open_orders or min(a.available) < 0:
             # Positions, resting perp orders, loans and debts are margined by the
             # whole portfolio (exchange/perps.py).
-            self._perps.check_withdrawal(a, asset, amount, ctx.timestamp)
+            self._clearing[_PERP].check_withdrawal(a, asset, amount, ctx.timestamp)  # (self._perps)
         self._snap(a)
         self._log.append((_restore_total, a, self._withdrawals, asset, self._withdrawals[asset]))
         a.available[asset] -= amount
@@ -553,7 +553,10 @@ class Engine:
         price = c.price
         quantity = c.quantity
         lot = m.lot_size
-        lots = _checked_lots(m, price, quantity)
+        if price > 0 and quantity >= lot and not price % m.tick_size and not quantity % lot:
+            lots = quantity // lot  # (every rule of _checked_lots holds: no call on the hot path)
+        else:
+            lots = _checked_lots(m, price, quantity)  # raises the first rule broken
         if price * lots < m.min_notional:
             raise ExchangeError(Reason.BELOW_MIN_NOTIONAL)
         if order_type is _MARKET:
@@ -602,12 +605,24 @@ class Engine:
             # which may trim a reduce-only order, then its hold.
             check = getattr(clearing, "check_order", None)
             if check is not None:
-                self._now = ctx.timestamp  # for the portfolio check (loan interest accrues by block time)
+                # self._now = ..., inlined: the portfolio check's block time (loan interest accrues by it)
+                self._clearing[_PERP].now = ctx.timestamp
                 lots = check(m, account, side, price, lots, tif, c.reduce_only, crosses)
                 quantity = lots * lot
             elif c.reduce_only:
                 raise ExchangeError(Reason.INVALID_ORDER, "reduce-only is for perp orders")
-            asset, hold = clearing.hold_for(m, side, price, lots, crosses)
+            if clearing.__class__ is PerpClearing:
+                # PerpClearing.hold_for, inlined (same arithmetic): its worst fee in
+                # the quote asset, a crossing sell's at the best bid above its limit
+                notional = price * lots
+                if crosses and side is not _BUY:
+                    best = book.bids.best
+                    if best is not None and best > price:
+                        notional = best * lots
+                asset = m.quote
+                hold = -(-notional * (m.max_fee if crosses else m.maker_fee) // FEE_SCALE)
+            else:
+                asset, hold = clearing.hold_for(m, side, price, lots, crosses)
         available = account.available
         if available[asset] < hold:
             # Borrow the shortfall from the asset's lending book, within margin (exchange/margin.py).
@@ -667,7 +682,22 @@ class Engine:
                 dirty.add(o)
                 account.open_orders[order_id] = o
                 if m.kind is _PERP:
-                    clearing.rested(o, 1)
+                    # clearing.rested(o, 1), inlined: the account's resting perp sums
+                    # (kept only while of the current generation)
+                    if account.resting_gen == clearing.resting_gen:
+                        resting = account.resting
+                        sums = resting.get(market_id)
+                        if sums is None:
+                            sums = resting[market_id] = [0, 0, 0, 0, 0, 0, 0]
+                        if side:
+                            sums[3] += lots
+                            sums[4] += price * lots
+                            sums[5] += hold
+                        else:
+                            sums[0] += lots
+                            sums[1] += price * lots
+                            sums[2] += hold
+                        sums[6] += 1
                 elif account.spot_resting is not None:  # (None: a part-1 account, nothing kept)
                     self._clearing[_PERP].spot_rested(o, 1)
                 if cid:
@@ -762,7 +792,24 @@ class Engine:
         a = o.account
         del a.open_orders[o.id]
         if m.kind is _PERP:
-            m.clearing.rested(o, -1)
+            # m.clearing.rested(o, -1), inlined (kept only while of the current generation)
+            if a.resting_gen == m.clearing.resting_gen:
+                resting = a.resting
+                mid = o.market
+                sums = resting.get(mid)
+                if sums is None:
+                    sums = resting[mid] = [0, 0, 0, 0, 0, 0, 0]
+                if o.side:
+                    sums[3] -= lots
+                    sums[4] -= o.price * lots
+                    sums[5] -= o.reserved
+                else:
+                    sums[0] -= lots
+                    sums[1] -= o.price * lots
+                    sums[2] -= o.reserved
+                sums[6] -= 1
+                if not sums[6]:
+                    del resting[mid]
         elif a.spot_resting is not None:
             self._clearing[_PERP].spot_rested(o, -1)
         if o.client_order_id:

@@ -74,10 +74,13 @@ _ACTIVE = MarketStatus.ACTIVE
 
 
 class AutoBorrowing:
-    __slots__ = ("engine", "lending_markets", "negative", "checked")
+    __slots__ = ("engine", "perps", "lending_markets", "negative", "checked")
 
     def __init__(self, engine) -> None:
         self.engine = engine
+        # The PerpClearing (engine._perps, a property: a call on every read), kept:
+        # the spot check reads it several times per order.
+        self.perps = engine._clearing[MarketKind.PERP]
         # asset index -> its lending market (the lowest id if several)
         self.lending_markets: dict = {}
         for mid in sorted(engine._markets, reverse=True):
@@ -168,9 +171,9 @@ class AutoBorrowing:
         its worst fee and a unit per lot, filled or not (``_resting``; found by
         the property test: a resting buy that shrank a WETH debt passed filled
         and left the account below zero unfilled)."""
-        if self.checked is account or not self._leveraged(account):
+        perps = self.perps
+        if self.checked is account or not perps._margined(account):  # (self._leveraged, inlined)
             return  # checked by place() already (see _check_spot_order), or cannot go below zero
-        perps = self.engine._perps
         # The account's open perp orders assumed filled, as the perp check assumes them.
         if replacing is None:  # the fast path (PerpClearing._floor_available): the same figure at or above zero
             if rests:
@@ -220,9 +223,10 @@ class AutoBorrowing:
     def _resting_choice(self, market, side: int, price: int, lots: int) -> tuple:
         """(base asset id, value, low size, high size): ``_resting``'s choice
         (with an unpriced base only its value counts, into the quote balance)."""
-        perps = self.engine._perps
+        perps = self.perps
         oracle = perps.oracle.prices[market.base]
-        scale = 10 ** perps.decimals[market.base]
+        info = perps._spot_info.get(market.id)  # (its 10**decimals of the base precomputed)
+        scale = info[3] if info is not None else 10 ** perps.decimals[market.base]
         notional = price * lots
         worth = lots * market.lot_size * oracle
         against = worth - notional * scale if side == BUY else notional * scale - worth
@@ -235,7 +239,7 @@ class AutoBorrowing:
         balance: what can take an account below zero margin (the withdrawal
         check's test; resting perp orders counted since a review found a spot
         order of an account with only those going unchecked)."""
-        return self.engine._perps._margined(account)
+        return self.perps._margined(account)
 
     def _filled(self, market, portfolio, prices, side: int, price: int, lots: int, hold: int, model) -> int:
         """Opening-level available margin of ``portfolio`` with the spot order
@@ -265,7 +269,17 @@ class AutoBorrowing:
         opening-level available margin >= 0 - and so does not filling it at
         all (the available margin is concave in the filled fraction, so the
         two ends are the worst cases)."""
-        perps = self.engine._perps
+        perps = self.perps
+        # The fast path first (PerpClearing._floor_available: the full path's
+        # same figures when at or above zero), as check_spot_fit asks it.
+        if rests:
+            if perps._floor_available(account, now, None, None,
+                                      self._resting_choice(market, side, price, lots)) is not None:
+                return
+        elif (perps._floor_available(account, now, None) is not None
+              and perps._floor_available(account, now, None,
+                                         self._fill_moves(market, side, price, lots, hold)) is not None):
+            return
         model = perps.risk_model()
         portfolio, prices = perps.portfolio_of(account, now, None, None, True, True)
         if rests:  # resting: at or below both ends (its corners, the profit left out)

@@ -77,7 +77,7 @@ from .clearing import SpotClearing, _forget_fill, _restore_order_money
 from .commands import OracleResult, SetOraclePrice
 from .errors import ExchangeError, Reason
 from .events import Fill, FundingPaid, OracleUpdated, PositionChanged
-from .risk import Portfolio, RiskModel
+from .risk import PPM, Portfolio, RiskModel
 from .types import FEE_SCALE, RATE_SCALE, MarketKind, MarkMethod, TimeInForce
 
 BUY = 0
@@ -86,6 +86,7 @@ _FLAT = (0, 0, 0)  # (size, entry value, funding owed) of no position
 # token with 6-decimal USDC, far past any real price.
 MAX_ORACLE_PRICE = 2**128
 _NO_SUMS = (0, 0, 0, 0, 0, 0, 0)  # resting sums of a market without resting orders
+_NO_RESTING: dict = {}  # (never written)
 # Enum members read through their class cost ~4x a module global (~70 ns):
 # every perp order's check reads these.
 _GTC = TimeInForce.GTC
@@ -467,12 +468,14 @@ class PerpClearing(SpotClearing):
             lots = min(lots, abs(size) // market.lot_size)
         if not self.oracle.prices[market.base]:
             raise ExchangeError(Reason.NO_ORACLE_PRICE)
-        self._check_margin(market, account, side, price, lots, reduce_only,
-                           rests=tif is _GTC or tif is _POST_ONLY)
+        rests = tif is _GTC or tif is _POST_ONLY
+        # _check_margin's fast path first, here (one call less for nearly every order)
+        if self._floor_available(account, self.now, (market, side, price, lots, rests)) is None:
+            self._check_margin(market, account, side, price, lots, reduce_only, rests=rests, fast=False)
         return lots
 
     def _check_margin(self, market, account, side, price, lots, reduce_only, replacing=None,
-                      rests: bool = True) -> None:
+                      rests: bool = True, fast: bool = True) -> None:
         """INSUFFICIENT_MARGIN unless the order, fully filled at its limit price
         (its worst fee paid), with the account's other open perp orders filling
         or not, their profits not counted (``_what_if``), leaves opening-level
@@ -484,10 +487,10 @@ class PerpClearing(SpotClearing):
         A reduce-only order also passes if it does not lower that margin (an
         account under water may always shrink its risk)."""
         now = self.now  # Engine._now
-        model = self.model or self.risk_model()
         order = (market, side, price, lots, rests)
-        if replacing is None and self._floor_available(account, now, order) is not None:
-            return  # at or above zero (the full path's same figure)
+        if fast and replacing is None and self._floor_available(account, now, order) is not None:
+            return  # at or above zero (the full path's same figure; ``fast`` False: check_order asked it)
+        model = self.model or self.risk_model()
         portfolio, prices = self.portfolio_of(account, now, order, replacing, True, True)
         after = self._available(model, portfolio, prices)
         if after >= 0:
@@ -687,68 +690,283 @@ class PerpClearing(SpotClearing):
         as a resting spot order's check does (AutoBorrowing._resting) - when
         it is at or above zero, the answer of nearly every check:
         RiskModel._worst's cheap bound (or, without choices, the exact
-        figure). Computed without the Portfolio (no balances dict, no choices
-        list by underlying, three calls fewer), from the same parts with the
-        same arithmetic (RiskModel._holdings, _loss_cap, _loss; _worst's pass
-        over the choices). None when the full path must answer: the figure
-        below zero, an asset without an oracle price, or a what-if that moved
-        cash into a balance (a perp market without an oracle price or with
-        another quote). tests/exchange/test_floor_available.py compares it
-        with the full path."""
+        figure). None when the full path must answer: the figure below zero,
+        an asset without an oracle price, or a what-if market the mark-to-market
+        rule does not cover (no oracle price, another quote: that rule moves
+        cash into a balance or keeps a position).
+
+        One pass, without the Portfolio and without the intermediate parts the
+        full path builds (the positions dict, the choices and perps lists, the
+        balances dict): ``_positions``, ``_what_if`` (guarded, no
+        ``replacing``), ``_perp_terms`` (guarded, margin-only),
+        ``RiskModel._holdings``, and ``_worst``'s pass over the choices, with
+        the same arithmetic in the same order (the net exposures ``delta``
+        are built in ``_holdings``' order: balances, positions, lent,
+        borrowed; a choice's range adds its underlying's exposure, which the
+        what-if does not change, once they are all known).
+        tests/exchange/test_floor_available.py compares it with the full path."""
         engine = self.engine
         prices = self._prices if self.oracle.prices == self._prices_key else self._prices_for()
         if len(prices) < engine._n_assets:
             return None
-        positions = self._positions(account) if account.positions else {}
-        if order is not None or account.open_orders:
-            moved: dict = {}  # what the what-if moves into balances (then the full path answers)
-            choices = self._what_if(account, positions, moved, order, None, True, True, False)
-            if moved:
-                return None
-        else:
-            choices = ()
-        perps = self._perp_terms(positions, True, True) if positions else ()
-        if account.loans:
-            lent, borrowed = engine.lending.margin_terms(account, now)
-        else:
-            lent = borrowed = ()
         model = self.model or self.risk_model()
-        balances = zip(engine._asset_ids, map(_add, account.available, account.reserved))
-        if moves:
-            balances = dict(balances)
-            for key, amount in moves:
-                balances[key] += amount
-            balances = balances.items()
+        params = model._p
+        quote_id = model.quote
+        oracle = self.oracle.prices
+        info = self._perp_info
+        open_orders = account.open_orders
+        whatif = order is not None or open_orders
+        if whatif:
+            resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
+        else:
+            resting = _NO_RESTING
+        new_mid = None
+        if order is not None:
+            new_market, new_side, new_price, new_lots, new_rests = order
+            new_mid = new_market.id
         try:
-            equity, deductions, delta = model._holdings(balances, perps, lent, borrowed, prices)
-            base = equity - deductions
-            if not choices and extra is None:  # RiskModel._available's exact figure
-                available = base - model._loss(delta, prices, 1, 5)
-                return available if available >= 0 else None
-            # RiskModel._worst's pass over the choices (there by underlying id)
+            # ---- the balances (RiskModel._holdings' first loop)
+            if moves:
+                balances = dict(zip(engine._asset_ids, map(_add, account.available, account.reserved)))
+                for key, amount in moves:
+                    balances[key] += amount
+                balances = balances.items()
+            else:
+                balances = zip(engine._asset_ids, map(_add, account.available, account.reserved))
+            equity = 0
+            deductions = 0
+            delta: dict = {}  # per underlying: net exposure, base units
+            get = delta.get
+            for a, amount in balances:
+                if a == quote_id:
+                    equity += amount
+                elif amount:
+                    equity += amount * prices[a] // params[a][0]
+                    delta[a] = amount
+            # ---- the positions (_positions; _perp_terms guarded; _holdings' second loop);
+            # those of the what-if's markets set aside for it
+            held = None
+            if account.positions:
+                markets = self.markets
+                for mid, pos in account.positions.items():
+                    size = pos.size
+                    carry = pos.carry
+                    if not size and not carry:
+                        continue
+                    pm = markets[mid]
+                    # pending_funding, inlined (nothing pending: settled at the index, no carry)
+                    if carry or pm.funding_index != pos.funding_index:
+                        owed = -(-(size * (pm.funding_index - pos.funding_index) + carry) // pm.divisor)
+                    else:
+                        owed = 0
+                    if mid in resting or mid == new_mid:
+                        if held is None:
+                            held = {}
+                        held[mid] = (size, pos.entry_value, owed)
+                        continue
+                    if not size and not owed:
+                        continue
+                    entry = pos.entry_value
+                    m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
+                    mark = oracle[base]
+                    if not mark:  # no oracle price (yet): value it at its entry price
+                        mark = entry * one // size if size else 0
+                    elif not oracle_mark:
+                        # mark_price, inlined: the median of oracle, book mid and last trade
+                        book = m.book
+                        bid, ask = book.bids.best, book.asks.best
+                        mid_price = ((bid + ask) // 2 * one // lot_size
+                                     if bid is not None and ask is not None else mark)
+                        last = pm.last_trade
+                        last = last * one // lot_size if last else mark
+                        if mark > mid_price:
+                            mark, mid_price = mid_price, mark
+                        mark = mark if last < mark else (mid_price if last > mid_price else last)
+                        index = oracle[base]  # guarded: the worse of the mark and the oracle
+                        mark = (mark if mark < index else index) if size > 0 else (mark if mark > index else index)
+                    equity += size * mark // params[base_id][0] - entry - owed
+                    delta[base_id] = get(base_id, 0) + size
+            # ---- the loans (lending.margin_terms; _holdings' last loops)
+            if account.loans:
+                lent, borrowed = engine.lending.margin_terms(account, now)
+                for a, amount in lent:
+                    if a == quote_id:
+                        equity += amount
+                        deductions += amount - amount * model._quote_cf // PPM
+                    else:
+                        pa = params[a]
+                        v = amount * prices[a]
+                        value = v // pa[0]
+                        equity += value
+                        deductions += value - v * pa[3] // pa[4]
+                        delta[a] = get(a, 0) + amount
+                for a, owed, interest in borrowed:
+                    if a == quote_id:
+                        equity -= owed
+                        deductions += interest
+                    else:
+                        p = prices[a]
+                        scale = params[a][0]
+                        equity += (-owed * p) // scale
+                        deductions -= (-interest * p) // scale
+                        delta[a] = get(a, 0) - owed
+            base_value = equity - deductions
+            # ---- the what-if (_what_if's mark-to-market rule, guarded): per market a
+            # value into the figure and a range of sizes (ranges: per underlying, its
+            # choices' [low, high] summed; the exposure in delta added below)
             ranges: dict = {}
-            base_ids = self._base_ids
-            for mid, _, value, low, high in choices:
-                asset = base_ids[mid]
-                base += value
-                was = ranges.get(asset)
-                if was is None:
-                    d = delta.get(asset, 0)
-                    ranges[asset] = [d + low, d + high]
-                else:
-                    was[0] += low
-                    was[1] += high
+            if whatif:
+                items = resting.items()
+                if new_mid is not None and new_mid not in resting:
+                    items = [*items, (new_mid, _NO_SUMS)]
+                perp_orders = 0
+                for mid, sums in items:  # per market, independent: dict order does not matter
+                    m, base, base_id, oracle_mark, one, lot, quote = info[mid]
+                    bought, buy_notional, buy_held, sold, sell_notional, sell_held, count = sums
+                    perp_orders += count
+                    index = oracle[base]
+                    if quote != quote_id or not index:
+                        return None  # the old rule (cash into a balance, a position kept): the full path
+                    size, entry, owed = held.get(mid, _FLAT) if held is not None else _FLAT
+                    if oracle_mark:
+                        below = above = index
+                    else:
+                        # _mark_range, inlined: wherever the account's own actions can
+                        # take the median mark - the lower and the higher of the oracle,
+                        # the last trade and the new order's prices (its first fill at
+                        # the best opposite price when it crosses); the book's mid drops out
+                        below = above = index
+                        traded = self.markets[mid].last_trade
+                        if traded:
+                            last = traded * one // lot
+                            if last < below:
+                                below = last
+                            else:
+                                above = last
+                        if mid == new_mid:
+                            v = new_price * one // lot
+                            if v < below:
+                                below = v
+                            elif v > above:
+                                above = v
+                            if new_side == BUY:
+                                best = m.book.asks.best
+                                crossing = best is not None and best <= new_price
+                            else:
+                                best = m.book.bids.best
+                                crossing = best is not None and best >= new_price
+                            if crossing:
+                                v = best * one // lot
+                                if v < below:
+                                    below = v
+                                elif v > above:
+                                    above = v
+                    value = size * (below if size > 0 else above) // one - entry - owed
+                    buy_ref = lot * below  # of one lot, times ``one``
+                    sell_ref = lot * above
+                    losses = 0
+                    low = high = 0
+                    if mid == new_mid:  # the order itself fills (its worst fee paid)
+                        lots = new_lots
+                        if new_side == BUY:
+                            against = lots * (buy_ref - new_price * one)
+                        else:
+                            against = lots * (new_price * one - sell_ref)
+                        if against < 0:
+                            losses += against
+                        value -= -(new_price * lots * new_market.max_fee // -FEE_SCALE) + lots
+                        if not new_rests:
+                            size += lots * lot if new_side == BUY else -lots * lot
+                        elif new_side == BUY:
+                            high = lots
+                        else:
+                            low = lots
+                    if bought and (m.book.bids.best or 0) * one > buy_ref:
+                        losses += self._losses(account, mid, BUY, None, buy_ref, one)
+                    if sold and (m.book.asks.best if m.book.asks.best is not None else sell_ref) * one < sell_ref:
+                        losses += self._losses(account, mid, 1, None, sell_ref, one)
+                    value -= buy_held + sell_held + bought + sold
+                    if losses:
+                        value += losses // one
+                    base_value += value
+                    low = size - (sold + low) * lot
+                    high = size + (bought + high) * lot
+                    was = ranges.get(base_id)
+                    if was is None:
+                        ranges[base_id] = [low, high]
+                    else:
+                        was[0] += low
+                        was[1] += high
+                if len(open_orders) > perp_orders:
+                    # resting spot orders too: _spot_what_if, inlined (no replacing)
+                    spot = (account.spot_resting if account.spot_gen == self.resting_gen
+                            else self.spot_resting_of(account))
+                    if spot:
+                        ids = engine._asset_ids
+                        spot_info = self._spot_info
+                        for mid, (bought, sold, costs) in spot.items():  # sums: any order
+                            m, lot, _, scale = spot_info[mid]
+                            if not costs or ids[m.quote] != quote_id:
+                                continue
+                            bought *= lot  # base units
+                            sold *= lot
+                            base = m.base
+                            worth = lot * oracle[base]  # a lot's worth at the oracle, times ``scale``
+                            losses = 0
+                            if bought:
+                                bid = m.book.bids.best
+                                if bid is None or bid * scale > worth:
+                                    losses += self._spot_losses(account, mid, BUY, None, worth, scale)
+                            if sold:
+                                ask = m.book.asks.best
+                                if ask is None or ask * scale < worth:
+                                    losses += self._spot_losses(account, mid, 1, None, worth, scale)
+                            value = losses // scale - costs
+                            if not oracle[base]:
+                                if value:
+                                    return None  # worth nothing: the value into the quote balance (full path)
+                                continue
+                            base_value += value
+                            asset = ids[base]
+                            was = ranges.get(asset)
+                            if was is None:
+                                ranges[asset] = [-sold, bought]
+                            else:
+                                was[0] -= sold
+                                was[1] += bought
             if extra is not None:
                 asset, value, low, high = extra
-                base += value
+                base_value += value
                 was = ranges.get(asset)
                 if was is None:
-                    d = delta.get(asset, 0)
-                    ranges[asset] = [d + low, d + high]
+                    ranges[asset] = [low, high]
                 else:
                     was[0] += low
                     was[1] += high
-            bound = base - model._loss_cap(delta, ranges, prices, 1)
+            elif not ranges:  # RiskModel._available's exact figure
+                available = base_value - model._loss(delta, prices, 1, 5)
+                return available if available >= 0 else None
+            # RiskModel._loss_cap, inlined (every price is there; the sum commutes):
+            # per underlying its single-underlying loss at its largest |exposure|,
+            # an underlying with choices ranging over their summed range around
+            # its exposure in delta
+            cap = 0
+            for asset, (low, high) in ranges.items():
+                d = get(asset)
+                if d:
+                    low += d
+                    high += d
+                x = low if low >= 0 else -low
+                if high > x or -high > x:
+                    x = high if high >= 0 else -high
+                if x:
+                    pa = params[asset]
+                    cap += -(-x * prices[asset] * pa[1] // pa[4])
+            for asset, d in delta.items():
+                if d and asset not in ranges:
+                    pa = params[asset]
+                    cap += -(-(d if d >= 0 else -d) * prices[asset] * pa[1] // pa[4])
+            bound = base_value - cap
         except KeyError as missing:  # (cannot happen: every asset has a price) as _available
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
         return bound if bound >= 0 else None
@@ -863,7 +1081,12 @@ class PerpClearing(SpotClearing):
         A market whose underlying has no oracle price or another quote keeps
         the old rule, exactly: the new order filled, then the side (all buys
         or all sells) that leaves the larger position (ties: BUY), from the
-        sums where every fill grows it and a replay by order id otherwise."""
+        sums where every fill grows it and a replay by order id otherwise.
+
+        ``_floor_available`` carries a copy of the mark-to-market rule (and of
+        ``_positions``, ``_perp_terms``, ``_mark_range`` and
+        ``_spot_what_if``) for the checks' fast path; tests/exchange/
+        test_floor_available.py compares the two: change both."""
         if with_resting:
             resting = account.resting if account.resting_gen == self.resting_gen else self.resting_of(account)
         else:  # the new order alone (``resting=False``: the check's "without the open orders")

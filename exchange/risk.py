@@ -393,9 +393,10 @@ class RiskModel:
         """``(equity, deductions, delta)`` of a portfolio's balances (``(asset,
         amount)`` pairs, each asset once: its ``balances.items()``), perp positions and loans
         (its choices left out): ``_available`` before the loss; ``delta`` is
-        the net exposure per underlying, base units. Also the pre-trade
-        check's fast path (perps.PerpClearing._floor_available), which passes
-        the parts without a Portfolio."""
+        the net exposure per underlying, base units. The pre-trade check's
+        fast path (perps.PerpClearing._floor_available) carries a copy of
+        this arithmetic and of ``_loss_cap``'s (tests/exchange/
+        test_floor_available.py compares them): change both."""
         quote = self.quote
         params = self._p
         equity = 0

@@ -120,3 +120,82 @@ def test_floor_available_answers_an_ordinary_check(config):
             fast = perps._floor_available(a, CTX.timestamp, *what_if)
             assert fast is not None and fast == _full(perps, a, CTX.timestamp, what_if[0], what_if[1] or (),
                                                       what_if[2]) >= 0
+
+
+# ---- a median-marked market (BTC-PERP): the fast path's own copies of the mark rules
+
+BTC_PERP = 3
+BTC_LOT = 10**4  # 0.0001 WBTC
+BTC_MID = 6_000_000  # per lot at 60,000 USDC / WBTC
+
+_BTC_STEP = st.tuples(st.integers(0, 6), st.integers(0, 2), st.sampled_from([ex.Side.BUY, ex.Side.SELL]),
+                      st.integers(-40, 40), st.integers(1, 60), st.integers(0, 9))
+_BTC_WHAT_IF = st.tuples(st.sampled_from([BTC_PERP, ETH_PERP, None]), st.sampled_from([ex.Side.BUY, ex.Side.SELL]),
+                         st.integers(-60, 60), st.integers(1, 400), st.booleans())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                               HealthCheck.function_scoped_fixture])
+@given(st.lists(_BTC_STEP, min_size=3, max_size=25), st.lists(_BTC_WHAT_IF, min_size=1, max_size=4))
+def test_floor_available_on_a_median_marked_market(config, steps, what_ifs):
+    """Positions, resting orders and new orders on BTC-PERP (mark: the median of
+    oracle, book mid and last trade; a check bounds it by the oracle, the last
+    trade and the new order's prices - PerpClearing._mark_range), beside
+    ETH-PERP (oracle mark) and resting ETH-USDC orders: the fast figure is None or
+    the full path's, with the market in the what-if and out of it."""
+    e = _setup(config)
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    maker = LENDER
+    e.apply(ex.Deposit(maker, WBTC, 10**9), CTX)
+    e.apply(ex.Deposit(maker, USDC, 10**12), CTX)
+    for k in range(1, 4):
+        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.BUY, BTC_MID - 1000 * k, 50 * BTC_LOT), CTX)
+        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.SELL, BTC_MID + 1000 * k, 50 * BTC_LOT), CTX)
+    for who in TRADERS:
+        e.apply(ex.Deposit(who, USDC, 20_000 * USD), CTX)
+        e.apply(ex.Deposit(who, WBTC, 10**7), CTX)
+    perps = e._perps
+    btc, eth, spot = e._markets[BTC_PERP], e._markets[ETH_PERP], e._markets[0]
+    btc_oracle = 60_000 * USD
+    now, block = CTX.timestamp, CTX.block_number
+    answered = 0
+    for kind, trader, side, offset, lots, roll in steps:
+        who = TRADERS[trader]
+        if kind == 0:  # a BTC-PERP order that may rest or cross
+            command = ex.PlaceOrder(who, BTC_PERP, side, BTC_MID + 500 * offset, lots * BTC_LOT)
+        elif kind == 1:  # a BTC-PERP take (sets the last trade)
+            price = BTC_MID + 5000 if side == ex.Side.BUY else BTC_MID - 5000
+            command = ex.PlaceOrder(who, BTC_PERP, side, price, lots * BTC_LOT, time_in_force=ex.TimeInForce.IOC)
+        elif kind == 2:  # an ETH-PERP order
+            command = ex.PlaceOrder(who, ETH_PERP, side, px(2000 + offset), lots * LOT)
+        elif kind == 3:  # a resting spot order, some past the oracle (their losses count)
+            command = ex.PlaceOrder(who, 0, side, px(2000 + offset), lots * LOT)
+        elif kind == 4:  # the WBTC oracle moves (the median's other inputs stay)
+            btc_oracle = max(1000 * USD, btc_oracle + offset * 150 * USD)
+            command = ex.SetOraclePrice(config.oracle, WBTC, btc_oracle)
+        elif kind == 5:
+            command = ex.CancelAll(who, BTC_PERP if roll % 2 else None)
+        else:  # funding and time
+            now += 600 * (1 + abs(offset))
+            block += 1
+            command = ex.Tick()
+        _apply(e, command, ex.Context(block, now), undo=roll == 1)
+        perps.now = now
+        for address in TRADERS:
+            a = e._accounts[address]
+            for market_id, what_side, what_offset, what_lots, rests in what_ifs:
+                extra = None
+                if market_id == BTC_PERP:
+                    order = (btc, what_side, BTC_MID + 500 * what_offset, what_lots, rests)
+                elif market_id == ETH_PERP:
+                    order = (eth, what_side, px(2000 + what_offset), what_lots, rests)
+                else:
+                    order = None
+                    if rests:  # a resting spot order's choice
+                        extra = e._parts["margin"]._resting_choice(spot, what_side, px(2000 + what_offset), what_lots)
+                full = _full(perps, a, now, order, (), extra)
+                fast = _fast(perps, a, now, order, None, extra)
+                if fast is not None:
+                    assert fast == full and fast >= 0
+                    answered += 1
+    assert answered  # funded traders: the fast path answers (not a vacuous None)
