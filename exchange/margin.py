@@ -174,6 +174,8 @@ class AutoBorrowing:
         perps = self.perps
         if self.checked is account or not perps._margined(account):  # (self._leveraged, inlined)
             return  # checked by place() already (see _check_spot_order), or cannot go below zero
+        if rests and not self._counted_resting(market):
+            rests = False  # the what-if does not count resting orders there: judged filled, as before
         # The account's open perp orders assumed filled, as the perp check assumes them.
         if replacing is None:  # the fast path (PerpClearing._floor_available): the same figure at or above zero
             if rests:
@@ -219,6 +221,12 @@ class AutoBorrowing:
             quote = engine._asset_ids[market.quote]
             portfolio.balances[quote] = portfolio.balances.get(quote, 0) + choice[1]
         return perps._available(model, portfolio, prices)
+
+    def _counted_resting(self, market) -> bool:
+        """The what-if counts this spot market's resting orders (``_spot_what_if``:
+        quoted in the risk model's quote); elsewhere a resting figure would mix
+        units (found by review: a WETH-quoted market's bids were refused)."""
+        return self.engine._asset_ids[market.quote] == self.perps.risk_model().quote
 
     def _resting_choice(self, market, side: int, price: int, lots: int) -> tuple:
         """(base asset id, value, low size, high size): ``_resting``'s choice
@@ -270,6 +278,8 @@ class AutoBorrowing:
         all (the available margin is concave in the filled fraction, so the
         two ends are the worst cases)."""
         perps = self.perps
+        if rests and not self._counted_resting(market):
+            rests = False  # (as check_spot_fit)
         # The fast path first (PerpClearing._floor_available: the full path's
         # same figures when at or above zero), as check_spot_fit asks it.
         if rests:

@@ -16,7 +16,7 @@ from exchange import Reason as R
 from exchange import Side
 
 from exchange_helpers import (
-    ALICE, BOB, CAROL, CTX, ETH, LOT, USD, USDC, WETH, assert_perp_zero_sum, events_of, fee_ceil, free, px,
+    ALICE, BOB, CAROL, CTX, ETH, LOT, USD, USDC, WETH, assert_perp_zero_sum, default_doc, events_of, fee_ceil, free, px,
 )
 
 ETH_PERP, BTC_PERP = 2, 3
@@ -817,3 +817,27 @@ def test_a_median_mark_propped_by_an_own_order_does_not_carry_a_withdrawal(perp,
     e.apply(ex.CancelOrder(a, result.order_id), CTX)  # never checked
     assert e.mark_price(BTC_PERP) < 60_000 * USD
     assert e.margin(a, CTX.timestamp, assume_orders=True).available_open >= 0
+
+
+def test_a_margined_accounts_resting_order_on_a_market_quoted_in_another_asset(config):
+    """The what-if counts resting spot orders only on markets quoted in the
+    risk model's quote; the resting check priced a BTC-WETH bid's notional (in
+    WETH) as USDC and refused every such order of a margined account (found by
+    review). There it is judged filled, as before."""
+    doc = default_doc()
+    spot = [m for m in doc["exchange"]["markets"] if m["id"] == 1][0]
+    doc["exchange"]["markets"].append(dict(spot, id=10, symbol="BTC-WETH", quote="WETH", min_notional=1))
+    cfg = ex.load(doc)
+    e = ex.Engine(cfg)
+    e.apply(ex.SetOraclePrice(cfg.oracle, WETH, 2000 * USD), CTX)
+    e.apply(ex.SetOraclePrice(cfg.oracle, WBTC, 60_000 * USD), CTX)
+    who, mm = b"\x21" * 20, b"\xc0" * 20
+    e.apply(ex.Deposit(mm, USDC, 10**12), CTX)
+    e.apply(ex.Deposit(who, USDC, 10_000 * USD), CTX)
+    e.apply(ex.Deposit(who, WETH, 10 * ETH), CTX)
+    e.apply(ex.Deposit(who, WBTC, BTC // 10), CTX)
+    place(e, mm, Side.SELL, btc_px(61_000), BTC // 100, market=BTC_PERP)
+    place(e, who, Side.BUY, btc_px(61_000), BTC // 10_000, market=BTC_PERP, time_in_force=ex.TimeInForce.IOC)
+    for side, price in ((Side.BUY, 27 * 10**14), (Side.SELL, 33 * 10**14)):  # 30 WETH a WBTC: -/+ 10 %
+        result, _ = place(e, who, side, price, BTC // 10_000, market=10)
+        assert result.status == ex.OrderStatus.RESTING
