@@ -256,6 +256,14 @@ def load(mapping: Mapping[str, Any]) -> ExchangeConfig:
     correlations.sort(key=lambda c: (c.a, c.b))
     _unique([(c.a, c.b) for c in correlations], "correlation pair")
 
+    # Part 2 margins everything in one quote: the lowest quote asset of the spot and
+    # perp markets (risk.RiskModel.from_config). A perp quoted in another asset would
+    # be valued in the wrong units by the what-if (found by review): refused.
+    quotes = sorted({m.quote for m in markets if m.base != m.quote})
+    for m in markets:
+        if m.kind is MarketKind.PERP and quotes and m.quote != quotes[0]:
+            raise ConfigError(f"market {m.symbol}: a perp market must be quoted in the margin asset "
+                              f"(asset {quotes[0]}, the lowest quote of the spot and perp markets)")
     cfg = ExchangeConfig(
         assets=tuple(assets),
         markets=tuple(markets),

@@ -1078,8 +1078,9 @@ class PerpClearing(SpotClearing):
         cancelling it (found by review, and in two more forms by a review of
         the first fix).
 
-        A market whose underlying has no oracle price or another quote keeps
-        the old rule, exactly: the new order filled, then the side (all buys
+        A market whose underlying has no oracle price (or another quote: a
+        config.load refuses such perp markets since session 6) keeps the old
+        rule, exactly: the new order filled, then the side (all buys
         or all sells) that leaves the larger position (ties: BUY), from the
         sums where every fill grows it and a replay by order id otherwise.
 

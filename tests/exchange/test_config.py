@@ -88,6 +88,7 @@ def test_devnet_toml_carries_the_package_default_exchange_table():
     (lambda t: t["markets"][2].update(funding_cap=-1), "funding_cap"),
     (lambda t: t["markets"][4].update(quote="WETH"), "lent asset"),
     (lambda t: t["markets"][4].update(loan_term=864_001), "loan_term"),
+    (lambda t: t["markets"][3].update(quote="WETH"), "margin asset"),  # BTC-PERP quoted in WETH
 ])
 def test_malformed_configs_are_rejected(mutate, message):
     doc = copy.deepcopy(default_doc())
