@@ -58,6 +58,21 @@ def free(e: ex.Engine, who: bytes, asset: int) -> int:
     return e.balances(who)[asset][0]
 
 
+def withdraw_all_allowed(e: ex.Engine, who: bytes, within: int = 1, asset: int = USDC, ctx=CTX) -> None:
+    """``who`` withdraws the most of ``asset`` the margin check allows (to ``within`` units)."""
+    lo, hi = 0, free(e, who, asset)
+    while hi - lo > within:
+        mid = (lo + hi) // 2
+        token = e.checkpoint()
+        try:
+            e.apply(ex.Withdraw(who, asset, mid), ctx)
+            lo = mid
+        except ex.ExchangeError:
+            hi = mid
+        e.revert(token)
+    e.apply(ex.Withdraw(who, asset, lo), ctx)
+
+
 def held(e: ex.Engine, who: bytes, asset: int) -> int:
     return e.balances(who)[asset][1]
 

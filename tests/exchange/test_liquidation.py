@@ -15,7 +15,9 @@ from exchange import Reason as R
 from exchange import Side
 from exchange import liquidation as lq
 
-from exchange_helpers import ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, default_doc, events_of, free, px
+from exchange_helpers import (
+    ALICE, BOB, CAROL, CTX, ETH, USD, USDC, WETH, default_doc, events_of, free, px, withdraw_all_allowed,
+)
 
 ETH_USDC, ETH_PERP, USDC_LEND, WETH_LEND = 0, 2, 4, 5
 DAVE = b"\xd0" * 20
@@ -860,17 +862,7 @@ def test_a_policys_trade_in_the_tick_is_seen_in_the_same_tick(config):
     place(e, mm, 3, Side.BUY, 63_000 * 100, btc // 100, c)
     place(e, mm, 3, Side.SELL, 66_000 * 100, btc, c)
     assert e.mark_price(3) == 60_000 * USD
-    lo, hi = 0, free(e, v, USDC)  # V withdraws all the opening-level check allows
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        token = e.checkpoint()
-        try:
-            e.apply(ex.Withdraw(v, USDC, mid), c)
-            lo = mid
-        except ex.ExchangeError:
-            hi = mid
-        e.revert(token)
-    e.apply(ex.Withdraw(v, USDC, lo), c)
+    withdraw_all_allowed(e, v, ctx=c)  # V withdraws all the opening-level check allows
     e.apply(ex.SetDeriskPolicy(p, lq.flatten_rules(
         [lq.DeriskRule(lq.AVAILABLE_LIQ_BELOW, 0, 10**15, lq.REDUCE_PERP, 3, 1_000_000)])), c)
     assert e.margin(v, 36_000).available_liq > 0

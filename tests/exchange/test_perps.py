@@ -17,6 +17,7 @@ from exchange import Side
 
 from exchange_helpers import (
     ALICE, BOB, CAROL, CTX, ETH, LOT, USD, USDC, WETH, assert_perp_zero_sum, default_doc, events_of, fee_ceil, free, px,
+    withdraw_all_allowed,
 )
 
 ETH_PERP, BTC_PERP = 2, 3
@@ -51,21 +52,6 @@ def trade(e, buyer, seller, price, qty, market=ETH_PERP, ctx=CTX):
     result, events = place(e, buyer, Side.BUY, price, qty, market, ctx)
     assert result.status == ex.OrderStatus.FILLED
     return events
-
-
-def withdraw_all_allowed(e, who, within=1, asset=USDC):
-    """``who`` withdraws the most of ``asset`` the margin check allows (to ``within`` units)."""
-    lo, hi = 0, free(e, who, asset)
-    while hi - lo > within:
-        mid = (lo + hi) // 2
-        token = e.checkpoint()
-        try:
-            e.apply(ex.Withdraw(who, asset, mid), CTX)
-            lo = mid
-        except ex.ExchangeError:
-            hi = mid
-        e.revert(token)
-    e.apply(ex.Withdraw(who, asset, lo), CTX)
 
 
 def pos(e, who, market=ETH_PERP):
