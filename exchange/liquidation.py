@@ -207,7 +207,9 @@ class Marks:
     def __init__(self) -> None:
         self.pending: set = set()
         self.last_batch = 0
-        self.last_marks: dict = {}  # median-mark perp market id -> mark at the last Tick
+        # median-mark perp market id -> mark at the last Tick: no longer kept (the mark
+        # axis reads the live mark), an empty dict in to_bytes for the format's sake
+        self.last_marks: dict = {}
         self.digest_term = 0
 
     def digest_encoding(self) -> None:
@@ -608,18 +610,12 @@ class Solvency:
         engine = self.engine
         now = ctx.timestamp
         extra: set = set()
-        marks = self.marks
         for mid in self.median:
-            m = engine._markets[mid]
-            mark = engine._perps.mark_price(m)
-            last = marks.last_marks.get(mid)
+            mark = engine._perps.mark_price(engine._markets[mid])
             if mark is not None:
                 # Every band on this mark's axis that no longer holds it (each was
                 # set at the mark of its own re-banding, not at the last Tick's).
                 extra.update(self.index.outside(-1 - mid, mark))
-            if mark != last and mark is not None:
-                self._snap_marks()
-                marks.last_marks[mid] = mark
         extra.update(self.index.outside(DRIFT, now))  # funding payments may have used up their slack
         self._batch(now, events, extra)
         ran = len(events)
