@@ -380,21 +380,205 @@ class Solvency:
                     total += (size if size > 0 else -size) * cap2 * p // den + 2
                     caps.append(base_id)
         if a.loans and self.engine.lending.overdue:  # (no overdue loan anywhere: the common case)
-            engine = self.engine
-            interval = engine.config.funding_interval
-            decimals = engine._perps.decimals
-            quote = self._quote_index()
-            for loan in a.loans.values():
-                if loan.borrower is a and loan.overdue and loan.open:
-                    owed = -(-loan.principal * loan.rate * interval // (RATE_SCALE * 31_536_000)) + 1
-                    if loan.asset == quote:
-                        total += owed + 1
-                    else:
-                        # at up to twice today's price (capped), with up to 100 % of shock on it
-                        p = engine._perps.oracle.prices[loan.asset]
-                        total += owed * 4 * max(p, 1) // 10 ** decimals[loan.asset] + 1
-                        caps.append(engine._asset_ids[loan.asset])
+            total += self._overdue_drift(a, caps)
         return total
+
+    def _overdue_drift(self, a, caps: list) -> int:
+        """_drift's part for ``a``'s overdue borrowings."""
+        total = 0
+        engine = self.engine
+        interval = engine.config.funding_interval
+        decimals = engine._perps.decimals
+        quote = self._quote_index()
+        for loan in a.loans.values():
+            if loan.borrower is a and loan.overdue and loan.open:
+                owed = -(-loan.principal * loan.rate * interval // (RATE_SCALE * 31_536_000)) + 1
+                if loan.asset == quote:
+                    total += owed + 1
+                else:
+                    # at up to twice today's price (capped), with up to 100 % of shock on it
+                    p = engine._perps.oracle.prices[loan.asset]
+                    total += owed * 4 * max(p, 1) // 10 ** decimals[loan.asset] + 1
+                    caps.append(engine._asset_ids[loan.asset])
+        return total
+
+    def _liq_slow(self, a, now: int, marks) -> tuple | None:
+        """``(available_liq, bands)`` of an exposed account without a de-risk
+        policy, as reband stores them (the time axis, the caps, the coarse
+        grid), composed of the general parts: ``portfolio_of``, ``_drift``,
+        ``RiskModel.liq_band``, ``_finish``. None: an asset without a price.
+        The reference of ``_liq_fast`` (tests/exchange/test_fast_checks.py)."""
+        portfolio, prices = self.engine._perps.portfolio_of(a, now, None, None, False, True)  # available alone
+        caps: list = []
+        drift = self._drift(a, portfolio, prices, caps)
+        try:
+            available_liq, bands = self._model().liq_band(portfolio, prices, marks, held_back=bool(drift))
+        except KeyError:
+            return None
+        horizons = [held_back_of(available_liq, 0) // drift] if drift else []
+        return available_liq, self._finish(bands, drift, horizons, caps, prices, marks, now)
+
+    def _liq_fast(self, a, now: int, marks, totals: tuple) -> tuple | None:
+        """``_liq_slow``'s answer in one pass, without the Portfolio and the
+        lists and dicts it is built of (``totals``: ``_totals(a)``): the
+        re-banding of every account a block touched runs this, at each Tick.
+        The same arithmetic as ``portfolio_of`` (margin-only, no order
+        assumed), ``_drift`` and ``RiskModel.liq_band``'s hot path, summing
+        in the same order; an asset without an oracle price goes to
+        ``_liq_slow``."""
+        engine = self.engine
+        perps = engine._perps
+        prices = perps._prices if perps.oracle.prices == perps._prices_key else perps._prices_for()
+        if len(prices) < engine._n_assets:
+            return self._liq_slow(a, now, marks)
+        model = perps.model or perps.risk_model()
+        params = model._p
+        quote = model.quote
+        equity = 0
+        deductions = 0
+        delta: dict = {}
+        haircut: dict = {}
+        sites: dict = {}
+        get = delta.get
+        for asset, amount in zip(engine._asset_ids, totals):  # each asset once, and first
+            if asset == quote:
+                equity += amount
+            elif amount:
+                equity += amount * prices[asset] // params[asset][0]
+                delta[asset] = amount
+                sites[asset] = 1
+        drift = 0
+        caps: list = []
+        if a.positions:
+            info = perps._perp_info
+            markets = perps.markets
+            oracle = perps.oracle.prices
+            rates = self.funding
+            for mid, pos in a.positions.items():  # sums: dict order, as _perp_terms margin-only
+                size = pos.size
+                carry = pos.carry
+                if not size and not carry:
+                    continue
+                pm = markets[mid]
+                # pending_funding, inlined (nothing pending: settled at the index, no carry)
+                if carry or pm.funding_index != pos.funding_index:
+                    owed = -(-(size * (pm.funding_index - pos.funding_index) + carry) // pm.divisor)
+                    if not size and not owed:
+                        continue
+                else:
+                    owed = 0
+                    if not size:
+                        continue
+                entry = pos.entry_value
+                m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
+                mark = oracle[base]  # (every asset has a price here)
+                if not oracle_mark:
+                    # mark_price, inlined: the median of oracle, book mid and last trade
+                    book = m.book
+                    bid, ask = book.bids.best, book.asks.best
+                    mid_price = ((bid + ask) // 2 * one // lot_size
+                                 if bid is not None and ask is not None else mark)
+                    last = pm.last_trade
+                    last = last * one // lot_size if last else mark
+                    if mark > mid_price:
+                        mark, mid_price = mid_price, mark
+                    mark = mark if last < mark else (mid_price if last > mid_price else last)
+                equity += size * mark // params[base_id][0] - entry - owed
+                delta[base_id] = get(base_id, 0) + size
+                sites[base_id] = sites.get(base_id, 0) + 1
+                if size:  # _drift: one funding payment at most
+                    cap2, den = rates[base_id]
+                    drift += (size if size > 0 else -size) * cap2 * prices[base_id] // den + 2
+                    caps.append(base_id)
+        if a.loans:
+            lent, borrowed = engine.lending.margin_terms(a, now)
+            for asset, amount in lent:
+                if asset == quote:
+                    equity += amount
+                    deductions += amount - amount * model._quote_cf // PPM
+                else:
+                    pa = params[asset]
+                    v = amount * prices[asset]
+                    value = v // pa[0]
+                    equity += value
+                    deductions += value - v * pa[3] // pa[4]
+                    delta[asset] = get(asset, 0) + amount
+                    haircut[asset] = haircut.get(asset, 0) + amount * (PPM - pa[3])
+                    sites[asset] = sites.get(asset, 0) + 2
+            for asset, owed, interest in borrowed:
+                if asset == quote:
+                    equity -= owed
+                    deductions += interest
+                else:
+                    p = prices[asset]
+                    scale = params[asset][0]
+                    equity += (-owed * p) // scale
+                    deductions -= (-interest * p) // scale
+                    delta[asset] = get(asset, 0) - owed
+                    haircut[asset] = haircut.get(asset, 0) + interest * PPM
+                    sites[asset] = sites.get(asset, 0) + 2
+            if engine.lending.overdue:
+                drift += self._overdue_drift(a, caps)
+        available = equity - deductions - model._loss(delta, prices, 2, 6)
+        return available, self._bands_fast(model, delta, haircut, sites, prices, available, drift, caps, marks, now)
+
+    def _bands_fast(self, model, delta: dict, haircut: dict, sites: dict, prices: dict, available: int,
+                    drift: int, caps: list, marks, now: int) -> dict:
+        """``_finish(RiskModel._bands(delta, haircut, sites, prices, banded, 0,
+        LIQ, marks), ...)`` for ``_liq_fast`` (``banded``: ``available`` less
+        what ``drift`` holds back): each band capped and put on the coarse
+        grid as it is made, no intermediate dicts. The same arithmetic."""
+        bands: dict = {}
+        if drift:
+            held = held_back_of(available, 0)
+            slack = available - held
+        else:
+            slack = available
+        if sites:
+            params = model._p
+            budget = slack - 1 - sum(sites.values())
+            if slack <= 0 or budget < 0:  # no room: every band is the price (a mark axis: the mark) itself
+                for a in sorted(sites):
+                    p = prices[a]
+                    bands[a] = (p, p)
+                for key, _, _, mark in marks:
+                    bands[key] = (mark, mark)
+            else:
+                pnl = delta
+                if marks:  # a median mark's perp moves with its own axis, not its underlying's price
+                    pnl = dict(delta)
+                    for _, a, size, _ in marks:
+                        pnl[a] -= size
+                knum = {}
+                sensitive = len(marks)
+                for a in sites:
+                    d = delta.get(a, 0)
+                    k = abs(pnl.get(a, 0) * PPM - haircut.get(a, 0)) + abs(d) * params[a][2]
+                    knum[a] = k
+                    if k:
+                        sensitive += 1
+                share = budget // sensitive if sensitive else 0
+                for a in sorted(sites):
+                    k = knum[a]
+                    p = prices[a]
+                    if k:
+                        move = share * params[a][4] // k
+                        lo = p - move if p > move else 0
+                        hi = p + move
+                    else:
+                        lo, hi = 0, UNBOUNDED
+                    if drift and hi > 2 * p and a in caps:  # _finish's cap (every capped asset has a site)
+                        hi = 2 * p
+                    bands[a] = _coarse_band(lo, hi, p)
+                for key, a, size, mark in marks:
+                    move = share * params[a][4] // (abs(size) * PPM)
+                    bands[key] = _coarse_band(mark - move if mark > move else 0, mark + move, mark)
+        if drift:
+            interval = self.engine.config.funding_interval
+            k = max(1, held // drift)  # _finish's time axis, with one horizon
+            until = (now // interval + (1 << (k.bit_length() - 1))) * interval
+            bands[DRIFT] = (0, until - 1)
+        return bands
 
     def _median_marks(self, a) -> list:
         """``a``'s positions in median-mark perp markets as safe_band's mark
@@ -476,37 +660,33 @@ class Solvency:
                 self._apply_flags(w, {})
             return
         self.evaluations += 1
-        model = self._model()
         marks = self._median_marks(a) if exposed and self.median else ()
+        if not policy:
+            # No policy: the liquidation level is all it needs, in one pass
+            # (exposed here, else it returned above).
+            totals = _totals(a)
+            found = self._liq_fast(a, now, marks, totals)
+            if found is None:  # an asset without a price: looked at again when one arrives
+                return
+            available_liq, bands = found
+            self._store(w, address, available_liq <= 0, False, available_liq, bands, totals, events)
+            return
+        model = self._model()
         caps: list = []  # assets whose oracle band _drift's bound needs capped at twice today's
         horizons = []  # per band level: the funding payments its held-back slack absorbs
-        if policy:
-            try:
-                margin, portfolio, prices = self._evaluate(a, now)
-            except ExchangeError:  # an asset without a price: looked at again when one arrives
-                return
-            drift = self._drift(a, portfolio, prices, caps) if exposed else 0
-            available_liq = margin.available_liq
-            banded = available_liq
-            if drift:
-                held = held_back_of(available_liq, 0)
-                banded -= held
-                horizons.append(held // drift)
-            bands = model.safe_band(portfolio, prices, LIQ, 0, available=banded,
-                                    marks=marks) if exposed else {}
-        else:
-            # No policy: the liquidation level is all it needs (RiskModel.available_liq,
-            # evaluate's figure exactly, without the rest of the Margin).
-            perps = engine._perps
-            portfolio, prices = perps.portfolio_of(a, now, None, None, False, True)  # available alone
-            drift = self._drift(a, portfolio, prices, caps)
-            try:
-                # exposed here (else it returned above): the bands too, in the same pass
-                available_liq, bands = model.liq_band(portfolio, prices, marks, held_back=bool(drift))
-                if drift:
-                    horizons.append(held_back_of(available_liq, 0) // drift)
-            except KeyError:  # an asset without a price: looked at again when one arrives
-                return
+        try:
+            margin, portfolio, prices = self._evaluate(a, now)
+        except ExchangeError:  # an asset without a price: looked at again when one arrives
+            return
+        drift = self._drift(a, portfolio, prices, caps) if exposed else 0
+        available_liq = margin.available_liq
+        banded = available_liq
+        if drift:
+            held = held_back_of(available_liq, 0)
+            banded -= held
+            horizons.append(held // drift)
+        bands = model.safe_band(portfolio, prices, LIQ, 0, available=banded,
+                                marks=marks) if exposed else {}
         flagged = exposed and available_liq <= 0
         holds = False
         for rule in policy:
@@ -542,13 +722,20 @@ class Solvency:
                 was = bands.get(asset)
                 bands[asset] = (lo, hi) if was is None else (max(lo, was[0]), min(hi, was[1]))
         queued = holds and requeue
+        bands = self._finish(bands, drift, horizons, caps, prices, marks, now)
+        self._store(w, address, flagged, queued, available_liq, bands, _totals(a) if a is not None else None,
+                    events)
+
+    def _finish(self, bands: dict, drift: int, horizons: list, caps: list, prices: dict, marks, now: int) -> dict:
+        """reband's last steps on its bands: the time axis and the caps of
+        ``drift``, then the coarse grid."""
         if drift:
             # Funding payments change no object: the bands above leave half their
             # slack for them, which lasts min(horizons) payments (at least the
             # next one); the account is re-banded at the first Tick from then on
             # (the time axis, read by on_block). Payments are priced at the
             # oracle, at most twice today's within the bands.
-            interval = engine.config.funding_interval
+            interval = self.engine.config.funding_interval
             # k rounded down to a power of two: most re-bandings leave the end as it was
             k = max(1, min(horizons))
             until = (now // interval + (1 << (k.bit_length() - 1))) * interval
@@ -561,8 +748,12 @@ class Solvency:
             prices = dict(prices)
             for key, _, _, mark in marks:
                 prices[key] = mark
-        bands = _coarse(bands, prices)
-        totals = _totals(a) if a is not None else None
+        return _coarse(bands, prices)
+
+    def _store(self, w, address: bytes, flagged: bool, queued: bool, available_liq: int, bands: dict,
+               totals, events: list) -> None:
+        """reband's result into the watch, the sets and the index (journalled;
+        nothing when nothing changed)."""
         if w is not None and w.flagged == flagged and w.queued == (queued or w.queued) and w.bands == bands:
             if w.totals != totals:  # nothing the sets or the index hold changed: journal the totals only
                 self._watch(address).totals = totals
@@ -1086,6 +1277,23 @@ def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) ->
 
 def _unmark(m: Marks, address: bytes) -> None:
     m.pending.discard(address)
+
+
+def _coarse_band(lo: int, hi: int, p: int) -> tuple:
+    """One band of ``_coarse`` (``p``: the price it was made at)."""
+    if lo == hi:
+        return lo, hi
+    if lo > 0:
+        d = p - lo
+        if d >= 64:
+            g = 1 << (d.bit_length() - 6)
+            lo = -(-lo // g) * g
+    if hi < UNBOUNDED:
+        d = hi - p
+        if d >= 64:
+            g = 1 << (d.bit_length() - 6)
+            hi = hi // g * g
+    return lo, hi
 
 
 def _coarse(bands: dict, prices: dict) -> dict:

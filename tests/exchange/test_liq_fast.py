@@ -1,0 +1,141 @@
+"""The re-banding's one-pass figures (liquidation.Solvency._liq_fast: an
+exposed account without a de-risk policy, at every Tick for every account a
+block touched) against their composition of the general parts
+(``_liq_slow``: portfolio_of, _drift, RiskModel.liq_band, the time axis and
+the coarse grid): after every command of random streams - spot with
+automatic borrowing of USDC and WETH, perps on an oracle-marked and a
+median-marked market, lending, repayments, withdrawals, oracle moves, Ticks
+days apart (loans mature, roll over or fall overdue), reverted commands -
+both give the same (available_liq, bands) for every exposed account, with
+and without every asset priced."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import exchange as ex
+from exchange.liquidation import _totals
+from exchange_helpers import CTX, USD, USDC, WETH
+from test_fast_checks import _apply
+from test_floor_available import BTC_LOT, BTC_MID, BTC_PERP, WBTC
+from test_portfolio_properties import LENDER, TRADERS, USDC_LEND, WETH_LEND, _command, _setup, step
+
+
+def _exposed_setup(config):
+    """_setup, and one trader exposed from the start (a USDC borrowing)."""
+    e = _setup(config)
+    e.apply(ex.PlaceOrder(TRADERS[0], USDC_LEND, ex.Side.BUY, 100_000_000, 100 * USD,
+                          time_in_force=ex.TimeInForce.IOC), CTX)
+    return e
+
+
+def _compare(e, now: int) -> int:
+    """Asserts fast == slow for every exposed account; returns how many."""
+    solvency = e._parts["solvency"]
+    compared = 0
+    for address in [*TRADERS, LENDER]:
+        a = e._accounts.get(address)
+        if a is None or not a.exists or not solvency._exposed(a):
+            continue
+        marks = solvency._median_marks(a) if solvency.median else ()
+        slow = solvency._liq_slow(a, now, marks)
+        assert solvency._liq_fast(a, now, marks, _totals(a)) == slow
+        compared += slow is not None
+    return compared
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                               HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(step, st.integers(0, 9)), min_size=5, max_size=40), st.booleans())
+def test_liq_fast_equals_the_composed_figures(config, steps, btc_priced):
+    e = _exposed_setup(config)
+    if btc_priced:
+        e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    oracle = 2000 * USD
+    now, block = CTX.timestamp, CTX.block_number
+    assert _compare(e, now) == 1  # the borrower (not vacuous)
+    for (action, trader, side, offset, size, flag), roll in steps:
+        made = _command(e, config, action, TRADERS[trader], side, offset, size, flag, oracle, now)
+        if made is not None:
+            command = made[0]
+            if action == 1:
+                # a Tick: minutes apart, or days (loans reach their maturity)
+                now += 600 * (1 + abs(offset)) if roll < 7 else 86_400 * (1 + roll)
+                block += 1
+            if _apply(e, command, ex.Context(block, now), undo=roll == 1) and action == 0:
+                oracle = command.price
+        _compare(e, now)
+
+
+_BTC_STEP = st.tuples(st.integers(0, 6), st.integers(0, 2), st.sampled_from([ex.Side.BUY, ex.Side.SELL]),
+                      st.integers(-40, 40), st.integers(1, 60), st.integers(0, 9))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                               HealthCheck.function_scoped_fixture])
+@given(st.lists(_BTC_STEP, min_size=3, max_size=25))
+def test_liq_fast_on_a_median_marked_market(config, steps):
+    """Positions on BTC-PERP (a median mark: its own axis in the bands) beside
+    spot WBTC and USDC debt."""
+    e = _exposed_setup(config)
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    maker = LENDER
+    e.apply(ex.Deposit(maker, WBTC, 10**9), CTX)
+    e.apply(ex.Deposit(maker, USDC, 10**12), CTX)
+    for k in range(1, 4):
+        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.BUY, BTC_MID - 1000 * k, 50 * BTC_LOT), CTX)
+        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.SELL, BTC_MID + 1000 * k, 50 * BTC_LOT), CTX)
+    for who in TRADERS:
+        e.apply(ex.Deposit(who, WBTC, 10**7), CTX)
+    btc_oracle = 60_000 * USD
+    now, block = CTX.timestamp, CTX.block_number
+    compared = 0
+    for kind, trader, side, offset, lots, roll in steps:
+        who = TRADERS[trader]
+        if kind == 0:  # a BTC-PERP order that may rest or cross
+            command = ex.PlaceOrder(who, BTC_PERP, side, BTC_MID + 500 * offset, lots * BTC_LOT)
+        elif kind == 1:  # a BTC-PERP take (sets the last trade)
+            price = BTC_MID + 5000 if side == ex.Side.BUY else BTC_MID - 5000
+            command = ex.PlaceOrder(who, BTC_PERP, side, price, lots * BTC_LOT, time_in_force=ex.TimeInForce.IOC)
+        elif kind == 2:  # borrow USDC
+            command = ex.PlaceOrder(who, USDC_LEND, ex.Side.BUY, 100_000_000, lots * 100 * USD,
+                                    time_in_force=ex.TimeInForce.IOC)
+        elif kind == 3:  # withdraw USDC, maybe past the free balance
+            command = ex.Withdraw(who, USDC, lots * 10 * USD)
+        elif kind == 4:  # the WBTC oracle moves (the median's other inputs stay)
+            btc_oracle = max(1000 * USD, btc_oracle + offset * 150 * USD)
+            command = ex.SetOraclePrice(config.oracle, WBTC, btc_oracle)
+        elif kind == 5:
+            command = ex.CancelAll(who, BTC_PERP if roll % 2 else None)
+        else:  # funding and time
+            now += 600 * (1 + abs(offset))
+            block += 1
+            command = ex.Tick()
+        _apply(e, command, ex.Context(block, now), undo=roll == 1)
+        compared += _compare(e, now)
+    assert compared
+
+
+def test_liq_fast_with_an_overdue_borrowing(config):
+    """A borrowing that matured with nothing to repay it and no offer to roll
+    it onto is overdue: its interest drifts (_overdue_drift), in USDC and in
+    WETH; the one-pass figures still equal the composed ones."""
+    e = _setup(config)
+    who = TRADERS[0]
+    now = CTX.timestamp
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    e.apply(ex.Deposit(who, WBTC, 10**8), CTX)  # the collateral: 1 WBTC
+    e.apply(ex.PlaceOrder(who, USDC_LEND, ex.Side.BUY, 100_000_000, 800 * USD,
+                          time_in_force=ex.TimeInForce.IOC), CTX)
+    e.apply(ex.PlaceOrder(who, WETH_LEND, ex.Side.BUY, 100_000_000, 2 * 10**17,  # 0.2 WETH
+                          time_in_force=ex.TimeInForce.IOC), CTX)
+    e.apply(ex.Withdraw(who, USDC, 1300 * USD), CTX)  # all of it
+    e.apply(ex.Withdraw(who, WETH, 12 * 10**17), CTX)  # all of it
+    e.apply(ex.CancelAll(LENDER), CTX)  # nothing to roll onto
+    assert _compare(e, now) == 1
+    later = now + 11 * 86_400
+    e.apply(ex.Tick(), ex.Context(CTX.block_number + 1, later))
+    assert e.lending.overdue and all(loan.overdue for loan in e._accounts[who].loans.values())
+    for step in range(3):
+        assert _compare(e, later + step * 3_600) == 1
