@@ -400,9 +400,36 @@ class LendingClearing(SpotClearing):
         portfolio_of = getattr(perps, "portfolio_of", None)
         if portfolio_of is None:  # no portfolio risk engine in this build: not margin-checked
             return
-        now = engine._now
-        portfolio, prices = portfolio_of(account, now, None, None, True, True)  # available alone
+        if replacing is None and self._borrow_fast(market, account, rate, lots) is not None:
+            return  # at or above zero (the full path's same figure)
+        available = self._borrow_available(market, account, rate, lots, replacing)
+        if available < 0:
+            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
+
+    def _borrow_fast(self, market, account, rate: int, lots: int) -> int | None:
+        """_borrow_available's figure (no order replaced) by the checks' fast
+        path (PerpClearing._floor_available), or None (the full path answers).
+        It answers a borrow of the risk model's quote asset by an account with
+        no other resting bid on a lending book: such a borrowing counts as
+        ``equity -= owed``, ``deductions += interest`` beside the amount
+        received, so the whole borrow is one move of the quote balance - its
+        fee (rounded against the account) less its interest to term.
+        tests/exchange/test_floor_available.py compares the two."""
+        key = self.asset_ids[market.base]
+        perps = self.engine._perps
+        if key != perps.risk_model().quote or self._other_bids(account):
+            return None
+        amount = lots * market.lot_size
+        move = (-amount * market.max_fee // FEE_SCALE) - interest(amount, rate, market.config.loan_term)
+        return perps._floor_available(account, self.engine._now, None, ((key, move),))
+
+    def _borrow_available(self, market, account, rate: int, lots: int, replacing) -> int:
+        """_check_borrow's figure on the full path (PerpClearing._available of
+        the portfolio with the borrows)."""
+        engine = self.engine
+        perps = engine._perps
         ids = self.asset_ids
+        portfolio, prices = perps.portfolio_of(account, engine._now, None, None, True, True)  # available alone
         balances = portfolio.balances
         borrowed = list(portfolio.borrowed)
         bids = [(market, rate, lots)]
@@ -419,9 +446,16 @@ class LendingClearing(SpotClearing):
             balances[key] = balances.get(key, 0) + amount + (-amount * m.max_fee // FEE_SCALE)
             borrowed.append((key, amount, interest(amount, r, m.config.loan_term)))
         portfolio.borrowed = borrowed
-        available = perps._available(perps.risk_model(), portfolio, prices)
-        if available < 0:
-            raise ExchangeError(Reason.INSUFFICIENT_MARGIN, f"available margin {available}")
+        return perps._available(perps.risk_model(), portfolio, prices)
+
+    def _other_bids(self, account) -> bool:
+        """Whether ``account`` has a resting bid on a lending book."""
+        markets = self.engine._markets
+        lending = MarketKind.LENDING
+        for o in account.open_orders.values():
+            if o.side == BUY and markets[o.market].kind is lending:
+                return True
+        return False
 
     # ==== R2: settlement: every fill opens a loan =========================
 

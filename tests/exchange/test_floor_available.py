@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import exchange as ex
 from exchange_helpers import CTX, LOT, USD, USDC, WETH, px
 from test_fast_checks import _apply
-from test_portfolio_properties import ETH_PERP, LENDER, TRADERS, _command, _setup, step
+from test_portfolio_properties import ETH_PERP, LENDER, TRADERS, USDC_LEND, _command, _setup, step
 
 WBTC = 2
 
@@ -60,6 +60,7 @@ def test_floor_available_is_the_full_figure_or_none(config, steps, what_ifs, btc
     ids = e._asset_ids
     market = e._markets[ETH_PERP]
     spot = e._markets[0]  # ETH-USDC
+    usdc_lend = e._markets[USDC_LEND]
     oracle = 2000 * USD
     now, block = CTX.timestamp, CTX.block_number
 
@@ -89,6 +90,13 @@ def test_floor_available_is_the_full_figure_or_none(config, steps, what_ifs, btc
                     moves = ((ids[USDC if what_side == ex.Side.BUY else WETH], -lots * USD),)
                 elif kind == 3:  # a resting spot order (priced base: a choice)
                     extra = e._parts["margin"]._resting_choice(spot, what_side, px(oracle // USD + what_offset), lots)
+                else:  # a borrow of USDC: its fast figure (Lending._borrow_fast) is None or the full one
+                    rate = 10_000_000 + abs(what_offset) * 300_000
+                    borrow = e.lending._borrow_fast(usdc_lend, a, rate, lots * 10)
+                    if borrow is not None:
+                        assert borrow == e.lending._borrow_available(usdc_lend, a, rate, lots * 10, None)
+                        assert borrow >= 0 and btc_priced
+                    continue
                 full = _full(perps, a, now, order, moves or (), extra)
                 fast = _fast(perps, a, now, order, moves, extra)
                 if fast is not None:
@@ -120,6 +128,14 @@ def test_floor_available_answers_an_ordinary_check(config):
             fast = perps._floor_available(a, CTX.timestamp, *what_if)
             assert fast is not None and fast == _full(perps, a, CTX.timestamp, what_if[0], what_if[1] or (),
                                                       what_if[2]) >= 0
+    perps.now = CTX.timestamp
+    usdc_lend = e._markets[USDC_LEND]
+    lots = 500 * USD // usdc_lend.lot_size  # a borrow of 500 USDC
+    borrow = e.lending._borrow_fast(usdc_lend, a, 60_000_000, lots)
+    assert borrow is not None and borrow == e.lending._borrow_available(usdc_lend, a, 60_000_000, lots, None)
+    # another resting bid on a lending book: the full path answers (it adds every bid)
+    e.apply(ex.PlaceOrder(who, USDC_LEND, ex.Side.BUY, 1_000_000, 100 * USD), CTX)
+    assert e.lending._borrow_fast(usdc_lend, a, 60_000_000, lots) is None
 
 
 # ---- a median-marked market (BTC-PERP): the fast path's own copies of the mark rules
