@@ -165,7 +165,7 @@ class PerpClearing(SpotClearing):
     """
 
     __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key",
-                 "resting_gen", "_spot_info", "_base_ids")
+                 "resting_gen", "_spot_info", "_base_ids", "_quote_at", "_valued")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -203,6 +203,12 @@ class PerpClearing(SpotClearing):
             elif m.kind is MarketKind.SPOT:
                 self._spot_info[mid] = (m, m.lot_size, m.max_fee, 10**self.decimals[m.base])
         engine._dirty.add(self.oracle)
+        # _floor_available's balances: the risk quote's index, and (index, asset id,
+        # 10**decimals) of every other asset in index order
+        quote = self.risk_model().quote
+        self._quote_at = engine._asset_index[quote]
+        params = self.risk_model()._p
+        self._valued = tuple((i, a, params[a][0]) for i, a in enumerate(engine._asset_ids) if a != quote)
 
     # ==== journalling =====================================================
 
@@ -726,23 +732,31 @@ class PerpClearing(SpotClearing):
             new_mid = new_market.id
         try:
             # ---- the balances (RiskModel._holdings' first loop)
+            deductions = 0
+            delta: dict = {}  # per underlying: net exposure, base units
+            get = delta.get
             if moves:
                 balances = dict(zip(engine._asset_ids, map(_add, account.available, account.reserved)))
                 for key, amount in moves:
                     balances[key] += amount
-                balances = balances.items()
+                equity = 0
+                for a, amount in balances.items():
+                    if a == quote_id:
+                        equity += amount
+                    elif amount:
+                        equity += amount * prices[a] // params[a][0]
+                        delta[a] = amount
             else:
-                balances = zip(engine._asset_ids, map(_add, account.available, account.reserved))
-            equity = 0
-            deductions = 0
-            delta: dict = {}  # per underlying: net exposure, base units
-            get = delta.get
-            for a, amount in balances:
-                if a == quote_id:
-                    equity += amount
-                elif amount:
-                    equity += amount * prices[a] // params[a][0]
-                    delta[a] = amount
+                # the same sums by asset index: the quote's, then the others' in order
+                free = account.available
+                hold = account.reserved
+                q = self._quote_at
+                equity = free[q] + hold[q]
+                for i, a, scale in self._valued:
+                    amount = free[i] + hold[i]
+                    if amount:
+                        equity += amount * prices[a] // scale
+                        delta[a] = amount
             # ---- the positions (_positions; _perp_terms guarded; _holdings' second loop);
             # those of the what-if's markets set aside for it
             held = None
