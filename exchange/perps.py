@@ -165,7 +165,7 @@ class PerpClearing(SpotClearing):
     """
 
     __slots__ = ("markets", "oracle", "decimals", "model", "now", "_perp_info", "_prices", "_prices_key",
-                 "resting_gen", "_spot_info", "_base_ids", "_quote_at", "_valued")
+                 "resting_gen", "_spot_info", "_base_ids", "_quote_at", "_valued", "_cap_rates")
 
     def __init__(self, engine) -> None:
         super().__init__(engine)
@@ -179,6 +179,7 @@ class PerpClearing(SpotClearing):
         self._perp_info: dict = {}
         self._prices: dict = {}  # _prices_for's cache, valid while oracle.prices == _prices_key
         self._prices_key: list | None = None
+        self._cap_rates: tuple = (None, {})  # _floor_available's (prices, {asset: (price x shock, divisor)})
         # spot market id -> (Market, lot size, max fee, 10**base decimals): the
         # markets whose resting orders Account.spot_resting sums
         self._spot_info: dict = {}
@@ -964,6 +965,12 @@ class PerpClearing(SpotClearing):
             # per underlying its single-underlying loss at its largest |exposure|,
             # an underlying with choices ranging over their summed range around
             # its exposure in delta
+            # (price x shock, its divisor) per asset: made once per prices dict
+            rates = self._cap_rates
+            if rates[0] is not prices:
+                rates = self._cap_rates = (prices, {a: (p * params[a][1], params[a][4])
+                                                    for a, p in prices.items() if a in params})
+            rates = rates[1]
             cap = 0
             for asset, (low, high) in ranges.items():
                 d = get(asset)
@@ -974,12 +981,12 @@ class PerpClearing(SpotClearing):
                 if high > x or -high > x:
                     x = high if high >= 0 else -high
                 if x:
-                    pa = params[asset]
-                    cap += -(-x * prices[asset] * pa[1] // pa[4])
+                    rate, den = rates[asset]
+                    cap += -(-x * rate // den)
             for asset, d in delta.items():
                 if d and asset not in ranges:
-                    pa = params[asset]
-                    cap += -(-(d if d >= 0 else -d) * prices[asset] * pa[1] // pa[4])
+                    rate, den = rates[asset]
+                    cap += -(-(d if d >= 0 else -d) * rate // den)
             bound = base_value - cap
         except KeyError as missing:  # (cannot happen: every asset has a price) as _available
             raise ExchangeError(Reason.NO_ORACLE_PRICE, f"asset {missing}") from None
