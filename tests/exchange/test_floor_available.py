@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import exchange as ex
-from exchange_helpers import CTX, LOT, USD, USDC, WETH, px
+from exchange_helpers import CTX, LOT, USD, USDC, WETH, default_doc, px
 from test_fast_checks import _apply
 from test_portfolio_properties import ETH_PERP, LENDER, TRADERS, USDC_LEND, _command, _setup, step
 
@@ -215,3 +215,54 @@ def test_floor_available_on_a_median_marked_market(config, steps, what_ifs):
                     assert fast == full and fast >= 0
                     answered += 1
     assert answered  # funded traders: the fast path answers (not a vacuous None)
+
+
+def _lending_fees_config() -> ex.ExchangeConfig:
+    """The default config with fees on the lending books (the default has none, so
+    the borrow's fee rounding would hide), USDC lent in 0.1 USDC lots (a 1 USDC lot
+    makes every fee a whole unit) and a short loan term."""
+    doc = default_doc()
+    for m in doc["exchange"]["markets"]:
+        if m["kind"] == "lending":
+            m["maker_fee"] = 300 if m["base"] == "USDC" else 123
+            m["taker_fee"] = 2_777 if m["base"] == "USDC" else 999
+            m["loan_term"] = 7_200
+            if m["base"] == "USDC":
+                m["lot_size"] = 10**5
+    return ex.load(doc)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(step, st.integers(0, 9)), min_size=5, max_size=30),
+       st.lists(st.tuples(st.integers(0, 120), st.integers(1, 40_000)), min_size=1, max_size=4))
+def test_borrow_fast_with_lending_fees(steps, borrows):
+    """Lending._borrow_fast with a fee on USDC-LEND: None or exactly the full path's
+    figure (the fee is rounded against the account in both), after every command."""
+    config = _lending_fees_config()
+    e = _setup(config)
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    usdc_lend = e._markets[USDC_LEND]
+    assert usdc_lend.max_fee > 0
+    oracle = 2000 * USD
+    now, block = CTX.timestamp, CTX.block_number
+    answered = 0
+    for (action, trader, side, offset, size, flag), roll in steps:
+        made = _command(e, config, action, TRADERS[trader], side, offset, size, flag, oracle, now)
+        if made is not None:
+            if action == 1:
+                now += 600 * (1 + abs(offset))
+                block += 1
+            if _apply(e, made[0], ex.Context(block, now), undo=roll == 1) and action == 0:
+                oracle = made[0].price
+        e._perps.now = now
+        for address in [*TRADERS, LENDER]:
+            a = e._accounts.get(address)
+            if a is None:
+                continue
+            for rate_step, usdc in borrows:
+                rate = 10_000_000 + rate_step * 1_000_000
+                fast = e.lending._borrow_fast(usdc_lend, a, rate, usdc)
+                if fast is not None:
+                    assert fast == e.lending._borrow_available(usdc_lend, a, rate, usdc, None) >= 0
+                    answered += 1
+    assert answered  # (not vacuous: the lender, at least, can borrow a little)
