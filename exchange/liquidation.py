@@ -126,6 +126,7 @@ MAX_DERISK_RULES = 8
 # slack its price bands left for funding payments may be used up.
 DRIFT = -(2**62)
 RULE_WIDTH = 6  # ints per rule in SetDeriskPolicy.rules
+_PERP = MarketKind.PERP  # engine._clearing's key of the PerpClearing
 
 # conditions
 AVAILABLE_OPEN_BELOW = 1  # subject 0, threshold: quote units
@@ -423,11 +424,16 @@ class Solvency:
         lists and dicts it is built of (``totals``: ``_totals(a)``): the
         re-banding of every account a block touched runs this, at each Tick.
         The same arithmetic as ``portfolio_of`` (margin-only, no order
-        assumed), ``_drift`` and ``RiskModel.liq_band``'s hot path, summing
-        in the same order; an asset without an oracle price goes to
-        ``_liq_slow``."""
+        assumed), ``_drift``, ``RiskModel.liq_band``'s hot path and
+        ``_finish`` (``RiskModel._bands`` at LIQ, the caps, the time axis, the
+        coarse grid of ``_coarse``), summing in the same order; an asset
+        without an oracle price goes to ``_liq_slow``. Change both.
+
+        The per-underlying sums are kept as ``liq_band`` keeps them, but
+        ``sites`` (the rounding sites) only as a total: its keys are always
+        ``delta``'s (every term that adds a site adds to ``delta``)."""
         engine = self.engine
-        perps = engine._perps
+        perps = engine._clearing[_PERP]  # (engine._perps without the property call)
         prices = perps._prices if perps.oracle.prices == perps._prices_key else perps._prices_for()
         if len(prices) < engine._n_assets:
             return self._liq_slow(a, now, marks)
@@ -437,19 +443,19 @@ class Solvency:
         equity = 0
         deductions = 0
         delta: dict = {}
-        haircut: dict = {}
-        sites: dict = {}
-        get = delta.get
+        haircut = None  # {asset: lent * (PPM - cf) + interest * PPM}, made by the first non-quote loan
+        nsites = 0
         for asset, amount in zip(engine._asset_ids, totals):  # each asset once, and first
             if asset == quote:
                 equity += amount
             elif amount:
                 equity += amount * prices[asset] // params[asset][0]
                 delta[asset] = amount
-                sites[asset] = 1
+                nsites += 1
         drift = 0
         caps: list = []
         if a.positions:
+            get = delta.get
             info = perps._perp_info
             markets = perps.markets
             oracle = perps.oracle.prices
@@ -469,7 +475,6 @@ class Solvency:
                     owed = 0
                     if not size:
                         continue
-                entry = pos.entry_value
                 m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
                 mark = oracle[base]  # (every asset has a price here)
                 if not oracle_mark:
@@ -483,15 +488,16 @@ class Solvency:
                     if mark > mid_price:
                         mark, mid_price = mid_price, mark
                     mark = mark if last < mark else (mid_price if last > mid_price else last)
-                equity += size * mark // params[base_id][0] - entry - owed
+                equity += size * mark // params[base_id][0] - pos.entry_value - owed
                 delta[base_id] = get(base_id, 0) + size
-                sites[base_id] = sites.get(base_id, 0) + 1
+                nsites += 1
                 if size:  # _drift: one funding payment at most
                     cap2, den = rates[base_id]
                     drift += (size if size > 0 else -size) * cap2 * prices[base_id] // den + 2
                     caps.append(base_id)
         if a.loans:
-            lent, borrowed = engine.lending.margin_terms(a, now)
+            lending = engine.lending
+            lent, borrowed = lending.margin_terms(a, now)
             for asset, amount in lent:
                 if asset == quote:
                     equity += amount
@@ -502,9 +508,11 @@ class Solvency:
                     value = v // pa[0]
                     equity += value
                     deductions += value - v * pa[3] // pa[4]
-                    delta[asset] = get(asset, 0) + amount
+                    delta[asset] = delta.get(asset, 0) + amount
+                    if haircut is None:
+                        haircut = {}
                     haircut[asset] = haircut.get(asset, 0) + amount * (PPM - pa[3])
-                    sites[asset] = sites.get(asset, 0) + 2
+                    nsites += 2
             for asset, owed, interest in borrowed:
                 if asset == quote:
                     equity -= owed
@@ -514,71 +522,98 @@ class Solvency:
                     scale = params[asset][0]
                     equity += (-owed * p) // scale
                     deductions -= (-interest * p) // scale
-                    delta[asset] = get(asset, 0) - owed
+                    delta[asset] = delta.get(asset, 0) - owed
+                    if haircut is None:
+                        haircut = {}
                     haircut[asset] = haircut.get(asset, 0) + interest * PPM
-                    sites[asset] = sites.get(asset, 0) + 2
-            if engine.lending.overdue:
+                    nsites += 2
+            if lending.overdue:
                 drift += self._overdue_drift(a, caps)
         available = equity - deductions - model._loss(delta, prices, 2, 6)
-        return available, self._bands_fast(model, delta, haircut, sites, prices, available, drift, caps, marks, now)
-
-    def _bands_fast(self, model, delta: dict, haircut: dict, sites: dict, prices: dict, available: int,
-                    drift: int, caps: list, marks, now: int) -> dict:
-        """``_finish(RiskModel._bands(delta, haircut, sites, prices, banded, 0,
-        LIQ, marks), ...)`` for ``_liq_fast`` (``banded``: ``available`` less
-        what ``drift`` holds back): each band capped and put on the coarse
-        grid as it is made, no intermediate dicts. The same arithmetic."""
+        # ---- the bands: RiskModel._bands(delta, haircut, sites, prices, banded, 0, LIQ, marks)
+        # with _finish's caps and coarse grid applied to each band as it is made
         bands: dict = {}
         if drift:
-            held = held_back_of(available, 0)
+            held = available // 2 if available > 0 else 0  # held_back_of(available, 0)
             slack = available - held
         else:
             slack = available
-        if sites:
-            params = model._p
-            budget = slack - 1 - sum(sites.values())
+        if nsites:
+            budget = slack - 1 - nsites
             if slack <= 0 or budget < 0:  # no room: every band is the price (a mark axis: the mark) itself
-                for a in sorted(sites):
-                    p = prices[a]
-                    bands[a] = (p, p)
+                for asset in sorted(delta):
+                    p = prices[asset]
+                    bands[asset] = (p, p)
                 for key, _, _, mark in marks:
                     bands[key] = (mark, mark)
             else:
-                pnl = delta
-                if marks:  # a median mark's perp moves with its own axis, not its underlying's price
-                    pnl = dict(delta)
-                    for _, a, size, _ in marks:
-                        pnl[a] -= size
-                knum = {}
+                keys = sorted(delta)
+                # Knum per underlying (_bands' knum: |pnl * PPM - haircut| + |delta| * shock_liq;
+                # a median mark's perp leaves the pnl slope of its underlying)
+                knums = []
                 sensitive = len(marks)
-                for a in sites:
-                    d = delta.get(a, 0)
-                    k = abs(pnl.get(a, 0) * PPM - haircut.get(a, 0)) + abs(d) * params[a][2]
-                    knum[a] = k
+                for asset in keys:
+                    d = delta[asset]
+                    pnl = d
+                    for _, on, size, _ in marks:
+                        if on == asset:
+                            pnl -= size
+                    pnl *= PPM
+                    if haircut is not None:
+                        pnl -= haircut.get(asset, 0)
+                    k = ((pnl if pnl >= 0 else -pnl) + (d if d >= 0 else -d) * params[asset][2])
+                    knums.append(k)
                     if k:
                         sensitive += 1
                 share = budget // sensitive if sensitive else 0
-                for a in sorted(sites):
-                    k = knum[a]
-                    p = prices[a]
+                i = 0
+                for asset in keys:
+                    k = knums[i]
+                    i += 1
+                    p = prices[asset]
                     if k:
-                        move = share * params[a][4] // k
+                        move = share * params[asset][4] // k
                         lo = p - move if p > move else 0
                         hi = p + move
                     else:
                         lo, hi = 0, UNBOUNDED
-                    if drift and hi > 2 * p and a in caps:  # _finish's cap (every capped asset has a site)
+                    if drift and hi > 2 * p and asset in caps:  # _finish's cap (every capped asset has a site)
                         hi = 2 * p
-                    bands[a] = _coarse_band(lo, hi, p)
-                for key, a, size, mark in marks:
-                    move = share * params[a][4] // (abs(size) * PPM)
-                    bands[key] = _coarse_band(mark - move if mark > move else 0, mark + move, mark)
+                    if lo != hi:  # _coarse's grid, inlined
+                        if lo > 0:
+                            d = p - lo
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                lo = -(-lo // g) * g
+                        if hi < UNBOUNDED:
+                            d = hi - p
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                hi = hi // g * g
+                    bands[asset] = (lo, hi)
+                for key, on, size, mark in marks:
+                    move = share * params[on][4] // ((size if size > 0 else -size) * PPM)
+                    lo = mark - move if mark > move else 0
+                    hi = mark + move
+                    if lo != hi:
+                        if lo > 0:
+                            d = mark - lo
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                lo = -(-lo // g) * g
+                        if hi < UNBOUNDED:
+                            d = hi - mark
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                hi = hi // g * g
+                    bands[key] = (lo, hi)
         if drift:
-            interval = self.engine.config.funding_interval
-            k = max(1, held // drift)  # _finish's time axis, with one horizon
-            until = (now // interval + (1 << (k.bit_length() - 1))) * interval
-            bands[DRIFT] = (0, until - 1)
-        return bands
+            k = held // drift  # _finish's time axis, with one horizon
+            if k < 1:
+                k = 1
+            interval = engine.config.funding_interval
+            bands[DRIFT] = (0, (now // interval + (1 << (k.bit_length() - 1))) * interval - 1)
+        return available, bands
 
     def _median_marks(self, a) -> list:
         """``a``'s positions in median-mark perp markets as safe_band's mark
@@ -1277,23 +1312,6 @@ def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) ->
 
 def _unmark(m: Marks, address: bytes) -> None:
     m.pending.discard(address)
-
-
-def _coarse_band(lo: int, hi: int, p: int) -> tuple:
-    """One band of ``_coarse`` (``p``: the price it was made at)."""
-    if lo == hi:
-        return lo, hi
-    if lo > 0:
-        d = p - lo
-        if d >= 64:
-            g = 1 << (d.bit_length() - 6)
-            lo = -(-lo // g) * g
-    if hi < UNBOUNDED:
-        d = hi - p
-        if d >= 64:
-            g = 1 << (d.bit_length() - 6)
-            hi = hi // g * g
-    return lo, hi
 
 
 def _coarse(bands: dict, prices: dict) -> dict:
