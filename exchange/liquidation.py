@@ -103,6 +103,7 @@ depends on when it is re-banded).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isqrt
 
 from sortedcontainers import SortedSet
 
@@ -219,7 +220,7 @@ class Marks:
 
 class Solvency:
     __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading",
-                 "insurance", "median", "funding", "live_marks")
+                 "insurance", "median", "funding", "live_marks", "median_axes", "live_perps")
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -227,6 +228,9 @@ class Solvency:
         # perp markets whose mark is a median (ids, sorted): a mark axis of their own in the index
         self.median = sorted(m.id for m in engine.config.markets
                              if m.kind is MarketKind.PERP and m.mark is MarkMethod.MEDIAN)
+        # per median market, by id: (market id, its axis key, its underlying's asset id)
+        bases = {m.id: m.base for m in engine.config.markets}
+        self.median_axes = [(mid, -1 - mid, bases[mid]) for mid in self.median]
         # underlying asset id -> (2 x the largest funding cap of its perp markets,
         # PPM x 10**decimals): _drift's constants
         decimals = {a.id: a.decimals for a in engine.config.assets}
@@ -238,6 +242,9 @@ class Solvency:
         # median market id -> its mark, for the duration of one batch or crossing
         # loop (no command runs inside one: the marks cannot move); None outside
         self.live_marks = None
+        # perp market id -> _liq_fast's per-market terms (_market_terms), for the
+        # same scope as live_marks (every asset priced); None outside
+        self.live_perps = None
         self.index = ThresholdIndex()
         self.watches: dict = {}  # address -> Watch
         self.liquidatable = SortedSet()  # addresses flagged
@@ -353,13 +360,13 @@ class Solvency:
     def _exposed(self, a) -> bool:
         if a.address == self.insurance:
             return False  # the insurance fund's deficit is the operator's to fund, never liquidated
+        for pos in a.positions.values():  # (positions first: fewer than loans, and most accounts hold one)
+            if pos.size:
+                return True
         if a.loans:
             for loan in a.loans.values():
                 if loan.borrower is a:
                     return True
-        for pos in a.positions.values():
-            if pos.size:
-                return True
         q = self._quote_index()
         return a.available[q] < 0
 
@@ -456,16 +463,15 @@ class Solvency:
         caps: list = []
         if a.positions:
             get = delta.get
-            info = perps._perp_info
-            markets = perps.markets
-            oracle = perps.oracle.prices
-            rates = self.funding
+            terms = self.live_perps
+            if terms is None:
+                terms = self._market_terms(perps, prices, params)
             for mid, pos in a.positions.items():  # sums: dict order, as _perp_terms margin-only
                 size = pos.size
                 carry = pos.carry
                 if not size and not carry:
                     continue
-                pm = markets[mid]
+                pm, base_id, mark, scale, cap2p, den = terms[mid]
                 # pending_funding, inlined (nothing pending: settled at the index, no carry)
                 if carry or pm.funding_index != pos.funding_index:
                     owed = -(-(size * (pm.funding_index - pos.funding_index) + carry) // pm.divisor)
@@ -475,25 +481,11 @@ class Solvency:
                     owed = 0
                     if not size:
                         continue
-                m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
-                mark = oracle[base]  # (every asset has a price here)
-                if not oracle_mark:
-                    # mark_price, inlined: the median of oracle, book mid and last trade
-                    book = m.book
-                    bid, ask = book.bids.best, book.asks.best
-                    mid_price = ((bid + ask) // 2 * one // lot_size
-                                 if bid is not None and ask is not None else mark)
-                    last = pm.last_trade
-                    last = last * one // lot_size if last else mark
-                    if mark > mid_price:
-                        mark, mid_price = mid_price, mark
-                    mark = mark if last < mark else (mid_price if last > mid_price else last)
-                equity += size * mark // params[base_id][0] - pos.entry_value - owed
+                equity += size * mark // scale - pos.entry_value - owed
                 delta[base_id] = get(base_id, 0) + size
                 nsites += 1
-                if size:  # _drift: one funding payment at most
-                    cap2, den = rates[base_id]
-                    drift += (size if size > 0 else -size) * cap2 * prices[base_id] // den + 2
+                if size:  # _drift: one funding payment at most (|size| x cap2 x price // den)
+                    drift += (size if size > 0 else -size) * cap2p // den + 2
                     caps.append(base_id)
         if a.loans:
             lending = engine.lending
@@ -529,7 +521,38 @@ class Solvency:
                     nsites += 2
             if lending.overdue:
                 drift += self._overdue_drift(a, caps)
-        available = equity - deductions - model._loss(delta, prices, 2, 6)
+        # RiskModel._loss(delta, prices, 2, 6) (the LIQ level), inlined for one or
+        # two exposed underlyings (the usual case); more go to _loss itself
+        a1 = a2 = None
+        n1 = n2 = 0
+        for asset, d in delta.items():  # (every asset has a price here)
+            if d:
+                if a1 is None:
+                    a1, n1 = asset, d * prices[asset]
+                elif a2 is None:
+                    a2, n2 = asset, d * prices[asset]
+                else:
+                    a1 = False
+                    break
+        if a1 is False:
+            loss = model._loss(delta, prices, 2, 6)
+        elif a1 is None:
+            loss = 0
+        elif a2 is None:
+            pa = params[a1]
+            loss = -(-n1 * pa[2] // pa[4]) if n1 > 0 else -(n1 * pa[2] // pa[4])
+        else:
+            o1 = n1 * params[a1][6]
+            o2 = n2 * params[a2][6]
+            q = (o1 * o1 + o2 * o2) * PPM + model._rho.get((a1, a2), 0) * o1 * o2
+            if q <= 0:
+                loss = 0
+            else:
+                t = -(-q // model._den2)  # ceil(sqrt(q / den2)) = ceil(sqrt(ceil(q / den2))), exactly
+                loss = isqrt(t)
+                if loss * loss < t:
+                    loss += 1
+        available = equity - deductions - loss
         # ---- the bands: RiskModel._bands(delta, haircut, sites, prices, banded, 0, LIQ, marks)
         # with _finish's caps and coarse grid applied to each band as it is made
         bands: dict = {}
@@ -619,30 +642,61 @@ class Solvency:
         """``a``'s positions in median-mark perp markets as safe_band's mark
         axes ``[(key, asset id, size, mark)]``, key ``-1 - market id`` (not an
         asset id: those are >= 0), by market id."""
-        engine = self.engine
         live = self.live_marks
         out = []
-        for mid in self.median:
-            pos = a.positions.get(mid)
+        positions = a.positions
+        for mid, key, asset in self.median_axes:
+            pos = positions.get(mid)
             if pos is not None and pos.size:
                 mark = live[mid] if live is not None else self._live_mark(mid)
                 if mark is not None:
-                    out.append((-1 - mid, engine._asset_ids[engine._markets[mid].base], pos.size, mark))
+                    out.append((key, asset, pos.size, mark))
         return out
 
     def _live_mark(self, mid: int):
         return self.engine._perps.mark_price(self.engine._markets[mid])
 
+    def _market_terms(self, perps, prices: dict, params: dict) -> dict:
+        """Per perp market id ``(PerpMarket, base asset id, mark, 10**decimals,
+        2 x funding cap x oracle price, PPM x 10**decimals)``: what _liq_fast
+        reads per position (``prices``: every asset priced). The mark is
+        mark_price's: the oracle, or the median of oracle, book mid and last
+        trade (inlined)."""
+        rates = self.funding
+        oracle = perps.oracle.prices
+        info = perps._perp_info
+        out = {}
+        for mid, pm in perps.markets.items():
+            m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
+            mark = oracle[base]
+            if not oracle_mark:
+                book = m.book
+                bid, ask = book.bids.best, book.asks.best
+                mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else mark
+                last = pm.last_trade
+                last = last * one // lot_size if last else mark
+                if mark > mid_price:
+                    mark, mid_price = mid_price, mark
+                mark = mark if last < mark else (mid_price if last > mid_price else last)
+            cap2, den = rates[base_id]
+            out[mid] = (pm, base_id, mark, params[base_id][0], cap2 * prices[base_id], den)
+        return out
+
     def _with_live_marks(self, body) -> None:
-        """Run ``body()`` with the median marks read once (no command runs inside)."""
-        if not self.median:
-            body()
-            return
-        self.live_marks = {mid: self._live_mark(mid) for mid in self.median}
+        """Run ``body()`` with the median marks and the perp markets' terms
+        read once (no command runs inside: neither the marks, the oracle nor
+        the funding indexes move)."""
+        perps = self.engine._clearing[_PERP]
+        prices = perps._prices if perps.oracle.prices == perps._prices_key else perps._prices_for()
+        if len(prices) == self.engine._n_assets:
+            self.live_perps = self._market_terms(perps, prices, (perps.model or perps.risk_model())._p)
+        if self.median:
+            self.live_marks = {mid: self._live_mark(mid) for mid in self.median}
         try:
             body()
         finally:
             self.live_marks = None
+            self.live_perps = None
 
     def _quote_index(self) -> int:
         return self.engine._asset_index[self._model().quote]
@@ -699,12 +753,23 @@ class Solvency:
         if not policy:
             # No policy: the liquidation level is all it needs, in one pass
             # (exposed here, else it returned above).
-            totals = _totals(a)
+            totals = tuple(map(int.__add__, a.available, a.reserved))  # _totals(a)
             found = self._liq_fast(a, now, marks, totals)
             if found is None:  # an asset without a price: looked at again when one arrives
                 return
             available_liq, bands = found
-            self._store(w, address, available_liq <= 0, False, available_liq, bands, totals, events)
+            flagged = available_liq <= 0
+            if w is not None and w.flagged == flagged and w.bands == bands:
+                # _store's "nothing the sets or the index hold changed" (queued stays
+                # as it was), inlined; the totals alone get an undo entry of their
+                # own (none if the watch was snapped in this epoch: that restores them)
+                if w.totals != totals:
+                    if w.snap != engine._epoch:
+                        engine._log.append((_restore_totals, w, w.totals))
+                    engine._dirty.add(w)
+                    w.totals = totals
+                return
+            self._store(w, address, flagged, False, available_liq, bands, totals, events)
             return
         model = self._model()
         caps: list = []  # assets whose oracle band _drift's bound needs capped at twice today's
@@ -1308,6 +1373,11 @@ def _check_rule(r: DeriskRule, engine) -> None:
 
 def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) -> None:
     m.pending, m.last_batch, m.last_marks = pending, last_batch, last_marks
+
+
+def _restore_totals(w: Watch, totals) -> None:
+    """The undo of a change of a watch's totals alone (reband)."""
+    w.totals = totals
 
 
 def _unmark(m: Marks, address: bytes) -> None:

@@ -42,6 +42,10 @@ def _compare(e, now: int) -> int:
         marks = solvency._median_marks(a) if solvency.median else ()
         slow = solvency._liq_slow(a, now, marks)
         assert solvency._liq_fast(a, now, marks, _totals(a)) == slow
+        # inside a batch: the median marks and the perp markets' terms read once
+        inside = []
+        solvency._with_live_marks(lambda: inside.append(solvency._liq_fast(a, now, marks, _totals(a))))
+        assert inside == [slow]
         compared += slow is not None
     return compared
 
