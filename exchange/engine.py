@@ -276,7 +276,7 @@ class Engine:
         # Encodings are unambiguous: fixed fields, comma-separated decimal ints,
         # addresses always 20 bytes. The loop is inlined: it runs once per
         # object changed since the last digest.
-        self._parts["solvency"].note(self._dirty)  # accounts changed: re-banded at the next batch
+        noted = []  # the objects other than orders, in the set's order: the solvency part's marks read them
         for obj in self._dirty:
             cls = obj.__class__
             if cls is Order:
@@ -298,19 +298,30 @@ class Engine:
                             obj.client_order_id, obj.stp, obj.expires_at, obj.seq)
                     term = from_bytes(blake2b(encoding, digest_size=32).digest(), "big")
                 else:
-                    term = 0
+                    # A dead order (most of them: cancelled or filled since the
+                    # last digest, often placed since) leaves the sum.
+                    term = obj.digest_term
+                    if term:
+                        total -= term
+                        obj.digest_term = 0
+                    continue
             elif cls is Account:
+                noted.append(obj)
                 term = from_bytes(blake2b(account_format % (obj.address, *obj.available, *obj.reserved),
                                           digest_size=32).digest(), "big") if obj.exists else 0
             elif cls is Market:
                 term = from_bytes(blake2b(b"m%d,%d" % (obj.id, obj.status), digest_size=32).digest(), "big")
             else:
+                noted.append(obj)
                 # Part-2 objects (positions, perp market state, loans) encode
                 # themselves; each tag is unique, None = no longer live.
                 encoding = obj.digest_encoding()
                 term = from_bytes(blake2b(encoding, digest_size=32).digest(), "big") if encoding is not None else 0
             total += term - obj.digest_term
             obj.digest_term = term
+        # Accounts changed: re-banded at the next batch (Solvency.note skips
+        # orders; it reads nothing the loop above writes, so it may come after).
+        self._parts["solvency"].note(noted)
         self._dirty.clear()
         total %= _MOD
         self._digest_sum = total

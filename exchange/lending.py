@@ -841,13 +841,29 @@ class LendingClearing(SpotClearing):
             return _NO_TERMS, hit[3]
         if hit[5] != now:
             hit[5] = now
-            hit[6], hit[7] = self._terms(account, now, self.asset_ids, variable, hit[8])
+            asset = hit[9]
+            if asset is None:
+                hit[6], hit[7] = self._terms(account, now, self.asset_ids, variable, hit[8])
+            else:
+                # Every variable loan is lent by the account, in one asset (a lender's
+                # usual case): _terms' lent sum without its dicts (the same sum; its
+                # borrowed list is the fixed part alone, which hit[3] already is).
+                divisor = INTEREST_DIVISOR
+                owed = 0
+                for loan in variable:
+                    principal, start = loan.principal, loan.accrual_start
+                    owed += principal + loan.interest_due - loan.accrued
+                    if now > start:
+                        owed -= -principal * loan.rate * (now - start) // divisor
+                hit[6] = [(self.asset_ids[asset], owed)]
+                hit[7] = hit[3]
         return hit[6], hit[7]
 
     def _split(self, account, now: int) -> list:
         """margin_terms' cache entry: [valid before, epoch, number of loans,
         fixed borrowed list, variable loans, their terms' time, lent, borrowed,
-        fixed sum]."""
+        fixed sum, the asset index of the variable loans if every one is lent
+        by the account and all are in that asset (else None)]."""
         q = self._quote
         if q is None:
             engine = self.engine
@@ -871,8 +887,13 @@ class LendingClearing(SpotClearing):
             listed = _NO_TERMS
         else:
             listed = [(self.asset_ids[q], fixed, 0)]
+        lent_in = variable[0].asset if variable else None
+        for loan in variable:
+            if loan.lender is not account or loan.asset != lent_in:
+                lent_in = None
+                break
         hit = [until, self.engine._epoch, len(account.loans), listed, variable, None, None, None,
-               fixed if listed else None]
+               fixed if listed else None, lent_in]
         self._fixed_cache[account] = hit
         return hit
 

@@ -103,6 +103,7 @@ depends on when it is re-banded).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import isqrt
 
 from sortedcontainers import SortedSet
 
@@ -126,6 +127,7 @@ MAX_DERISK_RULES = 8
 # slack its price bands left for funding payments may be used up.
 DRIFT = -(2**62)
 RULE_WIDTH = 6  # ints per rule in SetDeriskPolicy.rules
+_PERP = MarketKind.PERP  # engine._clearing's key of the PerpClearing
 
 # conditions
 AVAILABLE_OPEN_BELOW = 1  # subject 0, threshold: quote units
@@ -218,7 +220,7 @@ class Marks:
 
 class Solvency:
     __slots__ = ("engine", "index", "watches", "liquidatable", "queue", "marks", "evaluations", "loading",
-                 "insurance", "median", "funding", "live_marks")
+                 "insurance", "median", "funding", "live_marks", "median_axes", "live_perps")
 
     def __init__(self, engine) -> None:
         self.engine = engine
@@ -226,6 +228,9 @@ class Solvency:
         # perp markets whose mark is a median (ids, sorted): a mark axis of their own in the index
         self.median = sorted(m.id for m in engine.config.markets
                              if m.kind is MarketKind.PERP and m.mark is MarkMethod.MEDIAN)
+        # per median market, by id: (market id, its axis key, its underlying's asset id)
+        bases = {m.id: m.base for m in engine.config.markets}
+        self.median_axes = [(mid, -1 - mid, bases[mid]) for mid in self.median]
         # underlying asset id -> (2 x the largest funding cap of its perp markets,
         # PPM x 10**decimals): _drift's constants
         decimals = {a.id: a.decimals for a in engine.config.assets}
@@ -237,6 +242,9 @@ class Solvency:
         # median market id -> its mark, for the duration of one batch or crossing
         # loop (no command runs inside one: the marks cannot move); None outside
         self.live_marks = None
+        # perp market id -> _liq_fast's per-market terms (_market_terms), for the
+        # same scope as live_marks (every asset priced); None outside
+        self.live_perps = None
         self.index = ThresholdIndex()
         self.watches: dict = {}  # address -> Watch
         self.liquidatable = SortedSet()  # addresses flagged
@@ -352,13 +360,13 @@ class Solvency:
     def _exposed(self, a) -> bool:
         if a.address == self.insurance:
             return False  # the insurance fund's deficit is the operator's to fund, never liquidated
+        for pos in a.positions.values():  # (positions first: fewer than loans, and most accounts hold one)
+            if pos.size:
+                return True
         if a.loans:
             for loan in a.loans.values():
                 if loan.borrower is a:
                     return True
-        for pos in a.positions.values():
-            if pos.size:
-                return True
         q = self._quote_index()
         return a.available[q] < 0
 
@@ -423,11 +431,16 @@ class Solvency:
         lists and dicts it is built of (``totals``: ``_totals(a)``): the
         re-banding of every account a block touched runs this, at each Tick.
         The same arithmetic as ``portfolio_of`` (margin-only, no order
-        assumed), ``_drift`` and ``RiskModel.liq_band``'s hot path, summing
-        in the same order; an asset without an oracle price goes to
-        ``_liq_slow``."""
+        assumed), ``_drift``, ``RiskModel.liq_band``'s hot path and
+        ``_finish`` (``RiskModel._bands`` at LIQ, the caps, the time axis, the
+        coarse grid of ``_coarse``), summing in the same order; an asset
+        without an oracle price goes to ``_liq_slow``. Change both.
+
+        The per-underlying sums are kept as ``liq_band`` keeps them, but
+        ``sites`` (the rounding sites) only as a total: its keys are always
+        ``delta``'s (every term that adds a site adds to ``delta``)."""
         engine = self.engine
-        perps = engine._perps
+        perps = engine._clearing[_PERP]  # (engine._perps without the property call)
         prices = perps._prices if perps.oracle.prices == perps._prices_key else perps._prices_for()
         if len(prices) < engine._n_assets:
             return self._liq_slow(a, now, marks)
@@ -437,29 +450,28 @@ class Solvency:
         equity = 0
         deductions = 0
         delta: dict = {}
-        haircut: dict = {}
-        sites: dict = {}
-        get = delta.get
+        haircut = None  # {asset: lent * (PPM - cf) + interest * PPM}, made by the first non-quote loan
+        nsites = 0
         for asset, amount in zip(engine._asset_ids, totals):  # each asset once, and first
             if asset == quote:
                 equity += amount
             elif amount:
                 equity += amount * prices[asset] // params[asset][0]
                 delta[asset] = amount
-                sites[asset] = 1
+                nsites += 1
         drift = 0
         caps: list = []
         if a.positions:
-            info = perps._perp_info
-            markets = perps.markets
-            oracle = perps.oracle.prices
-            rates = self.funding
+            get = delta.get
+            terms = self.live_perps
+            if terms is None:
+                terms = self._market_terms(perps, prices, params)
             for mid, pos in a.positions.items():  # sums: dict order, as _perp_terms margin-only
                 size = pos.size
                 carry = pos.carry
                 if not size and not carry:
                     continue
-                pm = markets[mid]
+                pm, base_id, mark, scale, cap2p, den = terms[mid]
                 # pending_funding, inlined (nothing pending: settled at the index, no carry)
                 if carry or pm.funding_index != pos.funding_index:
                     owed = -(-(size * (pm.funding_index - pos.funding_index) + carry) // pm.divisor)
@@ -469,29 +481,15 @@ class Solvency:
                     owed = 0
                     if not size:
                         continue
-                entry = pos.entry_value
-                m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
-                mark = oracle[base]  # (every asset has a price here)
-                if not oracle_mark:
-                    # mark_price, inlined: the median of oracle, book mid and last trade
-                    book = m.book
-                    bid, ask = book.bids.best, book.asks.best
-                    mid_price = ((bid + ask) // 2 * one // lot_size
-                                 if bid is not None and ask is not None else mark)
-                    last = pm.last_trade
-                    last = last * one // lot_size if last else mark
-                    if mark > mid_price:
-                        mark, mid_price = mid_price, mark
-                    mark = mark if last < mark else (mid_price if last > mid_price else last)
-                equity += size * mark // params[base_id][0] - entry - owed
+                equity += size * mark // scale - pos.entry_value - owed
                 delta[base_id] = get(base_id, 0) + size
-                sites[base_id] = sites.get(base_id, 0) + 1
-                if size:  # _drift: one funding payment at most
-                    cap2, den = rates[base_id]
-                    drift += (size if size > 0 else -size) * cap2 * prices[base_id] // den + 2
+                nsites += 1
+                if size:  # _drift: one funding payment at most (|size| x cap2 x price // den)
+                    drift += (size if size > 0 else -size) * cap2p // den + 2
                     caps.append(base_id)
         if a.loans:
-            lent, borrowed = engine.lending.margin_terms(a, now)
+            lending = engine.lending
+            lent, borrowed = lending.margin_terms(a, now)
             for asset, amount in lent:
                 if asset == quote:
                     equity += amount
@@ -502,9 +500,11 @@ class Solvency:
                     value = v // pa[0]
                     equity += value
                     deductions += value - v * pa[3] // pa[4]
-                    delta[asset] = get(asset, 0) + amount
+                    delta[asset] = delta.get(asset, 0) + amount
+                    if haircut is None:
+                        haircut = {}
                     haircut[asset] = haircut.get(asset, 0) + amount * (PPM - pa[3])
-                    sites[asset] = sites.get(asset, 0) + 2
+                    nsites += 2
             for asset, owed, interest in borrowed:
                 if asset == quote:
                     equity -= owed
@@ -514,100 +514,189 @@ class Solvency:
                     scale = params[asset][0]
                     equity += (-owed * p) // scale
                     deductions -= (-interest * p) // scale
-                    delta[asset] = get(asset, 0) - owed
+                    delta[asset] = delta.get(asset, 0) - owed
+                    if haircut is None:
+                        haircut = {}
                     haircut[asset] = haircut.get(asset, 0) + interest * PPM
-                    sites[asset] = sites.get(asset, 0) + 2
-            if engine.lending.overdue:
+                    nsites += 2
+            if lending.overdue:
                 drift += self._overdue_drift(a, caps)
-        available = equity - deductions - model._loss(delta, prices, 2, 6)
-        return available, self._bands_fast(model, delta, haircut, sites, prices, available, drift, caps, marks, now)
-
-    def _bands_fast(self, model, delta: dict, haircut: dict, sites: dict, prices: dict, available: int,
-                    drift: int, caps: list, marks, now: int) -> dict:
-        """``_finish(RiskModel._bands(delta, haircut, sites, prices, banded, 0,
-        LIQ, marks), ...)`` for ``_liq_fast`` (``banded``: ``available`` less
-        what ``drift`` holds back): each band capped and put on the coarse
-        grid as it is made, no intermediate dicts. The same arithmetic."""
+        # RiskModel._loss(delta, prices, 2, 6) (the LIQ level), inlined for one or
+        # two exposed underlyings (the usual case); more go to _loss itself
+        a1 = a2 = None
+        n1 = n2 = 0
+        for asset, d in delta.items():  # (every asset has a price here)
+            if d:
+                if a1 is None:
+                    a1, n1 = asset, d * prices[asset]
+                elif a2 is None:
+                    a2, n2 = asset, d * prices[asset]
+                else:
+                    a1 = False
+                    break
+        if a1 is False:
+            loss = model._loss(delta, prices, 2, 6)
+        elif a1 is None:
+            loss = 0
+        elif a2 is None:
+            pa = params[a1]
+            loss = -(-n1 * pa[2] // pa[4]) if n1 > 0 else -(n1 * pa[2] // pa[4])
+        else:
+            o1 = n1 * params[a1][6]
+            o2 = n2 * params[a2][6]
+            q = (o1 * o1 + o2 * o2) * PPM + model._rho.get((a1, a2), 0) * o1 * o2
+            if q <= 0:
+                loss = 0
+            else:
+                t = -(-q // model._den2)  # ceil(sqrt(q / den2)) = ceil(sqrt(ceil(q / den2))), exactly
+                loss = isqrt(t)
+                if loss * loss < t:
+                    loss += 1
+        available = equity - deductions - loss
+        # ---- the bands: RiskModel._bands(delta, haircut, sites, prices, banded, 0, LIQ, marks)
+        # with _finish's caps and coarse grid applied to each band as it is made
         bands: dict = {}
         if drift:
-            held = held_back_of(available, 0)
+            held = available // 2 if available > 0 else 0  # held_back_of(available, 0)
             slack = available - held
         else:
             slack = available
-        if sites:
-            params = model._p
-            budget = slack - 1 - sum(sites.values())
+        if nsites:
+            budget = slack - 1 - nsites
             if slack <= 0 or budget < 0:  # no room: every band is the price (a mark axis: the mark) itself
-                for a in sorted(sites):
-                    p = prices[a]
-                    bands[a] = (p, p)
+                for asset in sorted(delta):
+                    p = prices[asset]
+                    bands[asset] = (p, p)
                 for key, _, _, mark in marks:
                     bands[key] = (mark, mark)
             else:
-                pnl = delta
-                if marks:  # a median mark's perp moves with its own axis, not its underlying's price
-                    pnl = dict(delta)
-                    for _, a, size, _ in marks:
-                        pnl[a] -= size
-                knum = {}
+                keys = sorted(delta)
+                # Knum per underlying (_bands' knum: |pnl * PPM - haircut| + |delta| * shock_liq;
+                # a median mark's perp leaves the pnl slope of its underlying)
+                knums = []
                 sensitive = len(marks)
-                for a in sites:
-                    d = delta.get(a, 0)
-                    k = abs(pnl.get(a, 0) * PPM - haircut.get(a, 0)) + abs(d) * params[a][2]
-                    knum[a] = k
+                for asset in keys:
+                    d = delta[asset]
+                    pnl = d
+                    for _, on, size, _ in marks:
+                        if on == asset:
+                            pnl -= size
+                    pnl *= PPM
+                    if haircut is not None:
+                        pnl -= haircut.get(asset, 0)
+                    k = ((pnl if pnl >= 0 else -pnl) + (d if d >= 0 else -d) * params[asset][2])
+                    knums.append(k)
                     if k:
                         sensitive += 1
                 share = budget // sensitive if sensitive else 0
-                for a in sorted(sites):
-                    k = knum[a]
-                    p = prices[a]
+                i = 0
+                for asset in keys:
+                    k = knums[i]
+                    i += 1
+                    p = prices[asset]
                     if k:
-                        move = share * params[a][4] // k
+                        move = share * params[asset][4] // k
                         lo = p - move if p > move else 0
                         hi = p + move
                     else:
                         lo, hi = 0, UNBOUNDED
-                    if drift and hi > 2 * p and a in caps:  # _finish's cap (every capped asset has a site)
+                    if drift and hi > 2 * p and asset in caps:  # _finish's cap (every capped asset has a site)
                         hi = 2 * p
-                    bands[a] = _coarse_band(lo, hi, p)
-                for key, a, size, mark in marks:
-                    move = share * params[a][4] // (abs(size) * PPM)
-                    bands[key] = _coarse_band(mark - move if mark > move else 0, mark + move, mark)
+                    if lo != hi:  # _coarse's grid, inlined
+                        if lo > 0:
+                            d = p - lo
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                lo = -(-lo // g) * g
+                        if hi < UNBOUNDED:
+                            d = hi - p
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                hi = hi // g * g
+                    bands[asset] = (lo, hi)
+                for key, on, size, mark in marks:
+                    move = share * params[on][4] // ((size if size > 0 else -size) * PPM)
+                    lo = mark - move if mark > move else 0
+                    hi = mark + move
+                    if lo != hi:
+                        if lo > 0:
+                            d = mark - lo
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                lo = -(-lo // g) * g
+                        if hi < UNBOUNDED:
+                            d = hi - mark
+                            if d >= 64:
+                                g = 1 << (d.bit_length() - 6)
+                                hi = hi // g * g
+                    bands[key] = (lo, hi)
         if drift:
-            interval = self.engine.config.funding_interval
-            k = max(1, held // drift)  # _finish's time axis, with one horizon
-            until = (now // interval + (1 << (k.bit_length() - 1))) * interval
-            bands[DRIFT] = (0, until - 1)
-        return bands
+            k = held // drift  # _finish's time axis, with one horizon
+            if k < 1:
+                k = 1
+            interval = engine.config.funding_interval
+            bands[DRIFT] = (0, (now // interval + (1 << (k.bit_length() - 1))) * interval - 1)
+        return available, bands
 
     def _median_marks(self, a) -> list:
         """``a``'s positions in median-mark perp markets as safe_band's mark
         axes ``[(key, asset id, size, mark)]``, key ``-1 - market id`` (not an
         asset id: those are >= 0), by market id."""
-        engine = self.engine
         live = self.live_marks
         out = []
-        for mid in self.median:
-            pos = a.positions.get(mid)
+        positions = a.positions
+        for mid, key, asset in self.median_axes:
+            pos = positions.get(mid)
             if pos is not None and pos.size:
                 mark = live[mid] if live is not None else self._live_mark(mid)
                 if mark is not None:
-                    out.append((-1 - mid, engine._asset_ids[engine._markets[mid].base], pos.size, mark))
+                    out.append((key, asset, pos.size, mark))
         return out
 
     def _live_mark(self, mid: int):
         return self.engine._perps.mark_price(self.engine._markets[mid])
 
+    def _market_terms(self, perps, prices: dict, params: dict) -> dict:
+        """Per perp market id ``(PerpMarket, base asset id, mark, 10**decimals,
+        2 x funding cap x oracle price, PPM x 10**decimals)``: what _liq_fast
+        reads per position (``prices``: every asset priced). The mark is
+        mark_price's: the oracle, or the median of oracle, book mid and last
+        trade (inlined)."""
+        rates = self.funding
+        oracle = perps.oracle.prices
+        info = perps._perp_info
+        out = {}
+        for mid, pm in perps.markets.items():
+            m, base, base_id, oracle_mark, one, lot_size, _ = info[mid]
+            mark = oracle[base]
+            if not oracle_mark:
+                book = m.book
+                bid, ask = book.bids.best, book.asks.best
+                mid_price = (bid + ask) // 2 * one // lot_size if bid is not None and ask is not None else mark
+                last = pm.last_trade
+                last = last * one // lot_size if last else mark
+                if mark > mid_price:
+                    mark, mid_price = mid_price, mark
+                mark = mark if last < mark else (mid_price if last > mid_price else last)
+            cap2, den = rates[base_id]
+            out[mid] = (pm, base_id, mark, params[base_id][0], cap2 * prices[base_id], den)
+        return out
+
     def _with_live_marks(self, body) -> None:
-        """Run ``body()`` with the median marks read once (no command runs inside)."""
-        if not self.median:
-            body()
-            return
-        self.live_marks = {mid: self._live_mark(mid) for mid in self.median}
+        """Run ``body()`` with the median marks and the perp markets' terms
+        read once (no command runs inside: neither the marks, the oracle nor
+        the funding indexes move)."""
+        perps = self.engine._clearing[_PERP]
+        prices = perps._prices if perps.oracle.prices == perps._prices_key else perps._prices_for()
+        if len(prices) == self.engine._n_assets:
+            self.live_perps = self._market_terms(perps, prices, (perps.model or perps.risk_model())._p)
+        if self.median:
+            self.live_marks = {mid: self._live_mark(mid) for mid in self.median}
         try:
             body()
         finally:
             self.live_marks = None
+            self.live_perps = None
 
     def _quote_index(self) -> int:
         return self.engine._asset_index[self._model().quote]
@@ -664,12 +753,23 @@ class Solvency:
         if not policy:
             # No policy: the liquidation level is all it needs, in one pass
             # (exposed here, else it returned above).
-            totals = _totals(a)
+            totals = tuple(map(int.__add__, a.available, a.reserved))  # _totals(a)
             found = self._liq_fast(a, now, marks, totals)
             if found is None:  # an asset without a price: looked at again when one arrives
                 return
             available_liq, bands = found
-            self._store(w, address, available_liq <= 0, False, available_liq, bands, totals, events)
+            flagged = available_liq <= 0
+            if w is not None and w.flagged == flagged and w.bands == bands:
+                # _store's "nothing the sets or the index hold changed" (queued stays
+                # as it was), inlined; the totals alone get an undo entry of their
+                # own (none if the watch was snapped in this epoch: that restores them)
+                if w.totals != totals:
+                    if w.snap != engine._epoch:
+                        engine._log.append((_restore_totals, w, w.totals))
+                    engine._dirty.add(w)
+                    w.totals = totals
+                return
+            self._store(w, address, flagged, False, available_liq, bands, totals, events)
             return
         model = self._model()
         caps: list = []  # assets whose oracle band _drift's bound needs capped at twice today's
@@ -1275,25 +1375,13 @@ def _restore_marks(m: Marks, pending: set, last_batch: int, last_marks: dict) ->
     m.pending, m.last_batch, m.last_marks = pending, last_batch, last_marks
 
 
+def _restore_totals(w: Watch, totals) -> None:
+    """The undo of a change of a watch's totals alone (reband)."""
+    w.totals = totals
+
+
 def _unmark(m: Marks, address: bytes) -> None:
     m.pending.discard(address)
-
-
-def _coarse_band(lo: int, hi: int, p: int) -> tuple:
-    """One band of ``_coarse`` (``p``: the price it was made at)."""
-    if lo == hi:
-        return lo, hi
-    if lo > 0:
-        d = p - lo
-        if d >= 64:
-            g = 1 << (d.bit_length() - 6)
-            lo = -(-lo // g) * g
-    if hi < UNBOUNDED:
-        d = hi - p
-        if d >= 64:
-            g = 1 << (d.bit_length() - 6)
-            hi = hi // g * g
-    return lo, hi
 
 
 def _coarse(bands: dict, prices: dict) -> dict:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import exchange as ex
 from exchange.risk import Portfolio, RiskModel, UnderlyingRisk, is_psd
 from exchange_helpers import CTX, LOT, USD, px
-from test_portfolio_properties import LENDER, TRADERS, USDC_LEND, _command, _setup, step
+from test_portfolio_properties import LENDER, TRADERS, USDC_LEND, WETH_LEND, _command, _setup, step
 from test_risk import LINK, PPM, RHOS, USDC, WBTC, WETH, model, portfolios
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -564,3 +564,69 @@ def test_the_worst_combination_and_its_bound(case, rho, choices):
         assert got == min(figures) == m.evaluate(with_choices, prices).available_open
     else:
         assert got <= min(figures) and m.evaluate(with_choices, prices).available_open == got
+
+
+def test_a_lenders_margin_terms_equal_the_full_terms(config):
+    """An account whose variable loans are all lent, in one asset (a lender's
+    usual case), is summed without _terms' dicts (margin_terms' hit[9]); its
+    lent figure equals the full terms' at every block time, beside a quote
+    borrowing of its own (the fixed part), after a repayment and its undo;
+    with a second lent asset it goes the general way, with the same figures."""
+    e = _setup(config)
+    lender, borrowers = TRADERS[0], TRADERS[1:]
+    lending = e.lending
+    ids = lending.asset_ids
+    now = CTX.timestamp
+    e.apply(ex.Deposit(lender, 0, 5_000 * USD), CTX)  # USDC
+    for k, who in enumerate(borrowers * 2):  # four USDC loans at different times and rates
+        now += 700
+        ctx = ex.Context(CTX.block_number + k, now)
+        e.apply(ex.PlaceOrder(lender, USDC_LEND, ex.Side.SELL, (20 + k) * 1_000_000, (200 + 10 * k) * USD), ctx)
+        e.apply(ex.PlaceOrder(who, USDC_LEND, ex.Side.BUY, (20 + k) * 1_000_000, (200 + 10 * k) * USD,
+                              time_in_force=ex.TimeInForce.IOC), ctx)
+    a = e._accounts[lender]
+    assert sum(loan.lender is a for loan in a.loans.values()) == 4
+
+    def same(t: int, one_asset: bool) -> None:
+        lent, borrowed = lending.margin_terms(a, t)
+        full_lent, full_borrowed = lending._terms(a, t, ids)
+        assert lent == full_lent
+        assert (lending._fixed_cache[a][9] is not None) == one_asset
+        if not full_borrowed:
+            assert borrowed == []
+        _margin_only_figures_match(e, a, t)
+
+    term = config.markets[USDC_LEND].loan_term
+    for t in (now, now + 1, now + 3_333, now + term // 2, now + term - 1, now + term + 5):
+        same(t, True)
+    # a borrowing of its own (quote, fixed) beside the lent loans: the variable ones stay lent-only
+    now += 10
+    e.apply(ex.PlaceOrder(lender, USDC_LEND, ex.Side.BUY, 100_000_000, 50 * USD,
+                          time_in_force=ex.TimeInForce.IOC), ex.Context(CTX.block_number + 9, now))
+    assert any(loan.borrower is a for loan in a.loans.values())
+    for t in (now, now + 17, now + 86_400):
+        same(t, True)
+    # its own borrowing past maturity is variable too: the general way
+    same(now + term + 100, False)
+    # repayments to the lender - of interest alone (``interest_due`` and ``accrued``
+    # kept), of principal - and their undo
+    lent_ids = sorted(i for i, loan in a.loans.items() if loan.lender is a)
+    later = now + 5 * 86_400
+    token = e.checkpoint()
+    for k, (loan_id, amount) in enumerate(((lent_ids[0], 1), (lent_ids[1], 30 * USD))):
+        e.apply(ex.RepayLoan(a.loans[loan_id].borrower.address, loan_id, amount),
+                ex.Context(CTX.block_number + 10 + k, later + k))
+    assert a.loans[lent_ids[0]].interest_due > 0 and a.loans[lent_ids[0]].accrued > 0
+    for t in (later + 1, later + 900):
+        same(t, True)
+    e.revert(token)
+    same(later + 1, True)
+    same(later + 901, True)
+    # a WETH loan too: two lent assets, the general way
+    e.apply(ex.Deposit(lender, 1, 10**18), ex.Context(CTX.block_number + 11, now + 30))
+    e.apply(ex.PlaceOrder(lender, WETH_LEND, ex.Side.SELL, 10_000_000, 10**17),
+            ex.Context(CTX.block_number + 11, now + 30))
+    e.apply(ex.PlaceOrder(borrowers[0], WETH_LEND, ex.Side.BUY, 10_000_000, 10**17,
+                          time_in_force=ex.TimeInForce.IOC), ex.Context(CTX.block_number + 11, now + 30))
+    for t in (now + 30, now + 31, now + 5_000):
+        same(t, False)

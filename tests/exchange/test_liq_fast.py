@@ -7,7 +7,8 @@ automatic borrowing of USDC and WETH, perps on an oracle-marked and a
 median-marked market, lending, repayments, withdrawals, oracle moves, Ticks
 days apart (loans mature, roll over or fall overdue), reverted commands -
 both give the same (available_liq, bands) for every exposed account, with
-and without every asset priced."""
+and without every asset priced; and at the liquidation edge, where the coarse
+grid no longer hides a unit's difference in a band."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def _compare(e, now: int) -> int:
         marks = solvency._median_marks(a) if solvency.median else ()
         slow = solvency._liq_slow(a, now, marks)
         assert solvency._liq_fast(a, now, marks, _totals(a)) == slow
+        # inside a batch: the median marks and the perp markets' terms read once
+        inside = []
+        solvency._with_live_marks(lambda: inside.append(solvency._liq_fast(a, now, marks, _totals(a))))
+        assert inside == [slow]
         compared += slow is not None
     return compared
 
@@ -139,3 +144,72 @@ def test_liq_fast_with_an_overdue_borrowing(config):
     assert e.lending.overdue and all(loan.overdue for loan in e._accounts[who].loans.values())
     for step in range(3):
         assert _compare(e, later + step * 3_600) == 1
+
+
+def _edge_slack(e, address: bytes, now: int) -> int | None:
+    solvency = e._parts["solvency"]
+    a = e._accounts[address]
+    marks = solvency._median_marks(a) if solvency.median else ()
+    found = solvency._liq_slow(a, now, marks)
+    return None if found is None else found[0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                              HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 12), st.integers(0, 9), st.integers(11, 14), st.booleans(), st.sampled_from([0, 1, 30]),
+       st.integers(-30, 30))
+def test_liq_fast_at_the_liquidation_edge(config, borrow_tenths, lend_tenths, perp_tenths, short, days, btc_lots):
+    """Near available_liq = 0 the slack is a few units, so the bands are a few
+    units wide and the coarse grid leaves them as they are (g = 1): every
+    rounding site and the haircut of lent and borrowed WETH show in the bands
+    (far from it the grid hides a unit's difference). The trader borrows WETH
+    from the lender, lends some to another trader, and takes an ETH-PERP
+    position larger than its holdings (and maybe a BTC-PERP one: a median
+    mark's axis); the WETH oracle is walked to where its available_liq
+    changes sign, and both figures compared around that price."""
+    e = _setup(config)
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)  # every asset priced: the fast path
+    who = TRADERS[0]
+    ioc = ex.TimeInForce.IOC
+    e.apply(ex.PlaceOrder(who, WETH_LEND, ex.Side.BUY, 100_000_000, borrow_tenths * 10**17, time_in_force=ioc), CTX)
+    if lend_tenths:  # below the lender's 30 %: the other trader takes this offer
+        e.apply(ex.PlaceOrder(who, WETH_LEND, ex.Side.SELL, 20_000_000, lend_tenths * 10**17), CTX)
+        e.apply(ex.PlaceOrder(TRADERS[1], WETH_LEND, ex.Side.BUY, 20_000_000, lend_tenths * 10**17,
+                              time_in_force=ioc), CTX)
+    side = ex.Side.SELL if short else ex.Side.BUY
+    price = 1900 * 1000 if short else 2100 * 1000  # per 0.001 WETH lot, past the lender's quotes
+    e.apply(ex.PlaceOrder(who, 2, side, price, perp_tenths * 10**17, time_in_force=ioc), CTX)
+    if btc_lots:
+        e.apply(ex.Deposit(LENDER, WBTC, 10**9), CTX)
+        e.apply(ex.PlaceOrder(LENDER, BTC_PERP, ex.Side.BUY, BTC_MID - 1000, 50 * BTC_LOT), CTX)
+        e.apply(ex.PlaceOrder(LENDER, BTC_PERP, ex.Side.SELL, BTC_MID + 1000, 50 * BTC_LOT), CTX)
+        btc_side, btc_price = (ex.Side.BUY, BTC_MID + 5000) if btc_lots > 0 else (ex.Side.SELL, BTC_MID - 5000)
+        e.apply(ex.PlaceOrder(who, BTC_PERP, btc_side, btc_price, abs(btc_lots) * BTC_LOT, time_in_force=ioc), CTX)
+        assert e.position(who, BTC_PERP).size
+    now = CTX.timestamp + days * 86_400
+    if days:
+        e.apply(ex.Tick(), ex.Context(CTX.block_number + 1, now))
+
+    def at(p: int) -> int | None:
+        e.apply(ex.SetOraclePrice(config.oracle, WETH, p), ex.Context(CTX.block_number + 2, now))
+        return _edge_slack(e, who, now)
+
+    # a sign change of available_liq on a coarse walk, then bisection to one unit
+    grid = [100 * USD * 11**k // 10**k for k in range(75)]  # 100 .. ~100,000 USD
+    signs = [at(p) for p in grid]
+    edges = [k for k in range(len(grid) - 1)
+             if signs[k] is not None and signs[k + 1] is not None and (signs[k] > 0) != (signs[k + 1] > 0)]
+    assert edges  # (the position outweighs the holdings: an edge exists)
+    lo, hi = grid[edges[0]], grid[edges[0] + 1]
+    positive_low = signs[edges[0]] > 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if (at(mid) > 0) == positive_low:
+            lo = mid
+        else:
+            hi = mid
+    compared = 0
+    for p in sorted({lo + d for d in range(-60, 61)} | {lo + d * 997 for d in range(-20, 21)}):
+        at(p)
+        compared += _compare(e, now)
+    assert compared

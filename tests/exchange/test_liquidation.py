@@ -921,3 +921,33 @@ def test_a_non_quote_claim_is_bought_in_the_quote(perp, config):
     assert e.balances(config.insurance).get(WETH, (0, 0))[0] == fund_weth  # paid in USDC
     assert free(e, config.insurance, USDC) == -50 * 5800 * USD
     conserved(e)
+
+
+def test_a_reverted_re_band_of_the_totals_alone_restores_them(perp, config):
+    """A re-band whose bands and flags stay journals the watch's totals alone
+    (reband's own undo entry, lq._restore_totals, not a snapshot of the
+    watch); a later re-band in the same checkpoint that moves the bands
+    snapshots the watch as before. Reverting both restores the totals, the
+    bands, the index and the persisted state exactly."""
+    e = perp
+    long_perp(e, ALICE, 10_000 * USD, 1 * ETH)
+    solvency = e._parts["solvency"]
+    e.apply(ex.Tick(), at(2))
+    w = solvency.watches[ALICE]
+    index_before = solvency.index.bands(ALICE)
+    before = (w.totals, dict(w.bands), w.flagged, w.queued, solvency.state())
+    token = e.checkpoint()
+    e.apply(ex.Deposit(ALICE, USDC, 1), at(2))  # one unit: the coarse grid keeps every band
+    e.apply(ex.Tick(), at(2))
+    assert any(entry[0] is lq._restore_totals for entry in e._log)
+    assert w.totals != before[0] and w.bands == before[1]
+    e.apply(ex.Withdraw(ALICE, USDC, 9_000 * USD), at(2))  # the bands move: the watch is snapped
+    e.apply(ex.Tick(), at(2))
+    assert w.bands != before[1]
+    e.revert(token)
+    assert (w.totals, w.bands, w.flagged, w.queued, solvency.state()) == before
+    assert solvency.index.bands(ALICE) == index_before
+    # and the same re-bands redone give the same watch as without the revert
+    e.apply(ex.Deposit(ALICE, USDC, 1), at(2))
+    e.apply(ex.Tick(), at(2))
+    assert w.totals == lq._totals(e._accounts[ALICE]) and w.bands == before[1]
