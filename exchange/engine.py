@@ -321,7 +321,14 @@ class Engine:
             obj.digest_term = term
         # Accounts changed: re-banded at the next batch (Solvency.note skips
         # orders; it reads nothing the loop above writes, so it may come after).
-        self._parts["solvency"].note(noted)
+        solvency = self._parts["solvency"]
+        if self._checkpoints:
+            # A digest inside a checkpoint (a stateDigest() view in an eth_call): its
+            # revert must give back the objects changed before the checkpoint too,
+            # whose re-banding marks it undoes (found by review: such an account was
+            # not re-banded at the next Tick).
+            self._log.append((_redirty, solvency.marks, self._dirty, tuple(self._dirty)))
+        solvency.note(noted)
         self._dirty.clear()
         total %= _MOD
         self._digest_sum = total
@@ -1222,6 +1229,12 @@ def _restore_order_book_fields(o: Order, price: int, quantity: int, remaining: i
 
 def _restore_total(a: Account, totals: list, asset: int, value: int) -> None:
     totals[asset] = value
+
+
+def _redirty(_marks, dirty: set, objects: tuple) -> None:
+    """Undo of a digest taken inside a checkpoint: the objects it took out of the
+    dirty set go back (``_marks``: the undo loop marks its first argument dirty)."""
+    dirty.update(objects)
 
 
 def _restore_status(m: Market, status: MarketStatus) -> None:

@@ -951,3 +951,31 @@ def test_a_reverted_re_band_of_the_totals_alone_restores_them(perp, config):
     e.apply(ex.Deposit(ALICE, USDC, 1), at(2))
     e.apply(ex.Tick(), at(2))
     assert w.totals == lq._totals(e._accounts[ALICE]) and w.bands == before[1]
+
+
+def test_a_digest_inside_a_reverted_checkpoint_loses_no_mark(config):
+    """A stateDigest() view (a digest inside a checkpoint that is reverted) must not
+    change what the next Tick re-bands: an account changed BEFORE the view is
+    still re-banded exactly as without the view (found by review: the view's
+    revert dropped its mark, and the account stayed out of the index - it would
+    not have been flagged when the price crossed its threshold)."""
+    def scenario(view: bool):
+        e = ex.Engine(config)
+        for who in (BOB, CAROL):
+            e.apply(ex.Deposit(who, USDC, 1_000_000 * USD), CTX)
+            e.apply(ex.Deposit(who, WETH, 100 * ETH), CTX)
+        oracle(e, config, 3000 * USD)
+        e.state_digest()
+        e.apply(ex.Tick(), at(2))
+        long_perp(e, ALICE, 1000 * USD, 1 * ETH)  # changed since the last digest and batch
+        if view:
+            token = e.checkpoint()
+            e.state_digest()
+            e.revert(token)
+        e.apply(ex.Tick(), at(3))
+        solvency = e._parts["solvency"]
+        return solvency.state(), solvency.index.bands(ALICE), e.to_bytes()
+
+    plain = scenario(False)
+    assert plain[1]  # ALICE is banded (exposed) ...
+    assert scenario(True) == plain  # ... and the view changes nothing the Tick does
