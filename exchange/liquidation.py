@@ -415,7 +415,7 @@ class Solvency:
         policy, as reband stores them (the time axis, the caps, the coarse
         grid), composed of the general parts: ``portfolio_of``, ``_drift``,
         ``RiskModel.liq_band``, ``_finish``. None: an asset without a price.
-        The reference of ``_liq_fast`` (tests/exchange/test_fast_checks.py)."""
+        The reference of ``_liq_fast`` (tests/exchange/test_liq_fast.py)."""
         portfolio, prices = self.engine._perps.portfolio_of(a, now, None, None, False, True)  # available alone
         caps: list = []
         drift = self._drift(a, portfolio, prices, caps)

@@ -393,10 +393,13 @@ class RiskModel:
         """``(equity, deductions, delta)`` of a portfolio's balances (``(asset,
         amount)`` pairs, each asset once: its ``balances.items()``), perp positions and loans
         (its choices left out): ``_available`` before the loss; ``delta`` is
-        the net exposure per underlying, base units. The pre-trade check's
-        fast path (perps.PerpClearing._floor_available) carries a copy of
-        this arithmetic and of ``_loss_cap``'s (tests/exchange/
-        test_floor_available.py compares them): change both."""
+        the net exposure per underlying, base units. Three hand copies carry
+        this arithmetic: the pre-trade check's fast path
+        (perps.PerpClearing._floor_available, with ``_loss_cap``'s;
+        tests/exchange/test_floor_available.py), ``liq_band``'s hot path and
+        the re-banding's one pass (liquidation.Solvency._liq_fast, with
+        ``_bands``' and ``_loss``'; tests/exchange/test_liq_fast.py): change
+        them all."""
         quote = self.quote
         params = self._p
         equity = 0
@@ -621,8 +624,9 @@ class RiskModel:
             delta, haircut, sites = self._exposures(portfolio)
             banded = available - held_back_of(available, 0) if held_back else available
             return available, self._bands(delta, haircut, sites, prices, banded, 0, 2, marks)
-        # The re-banding's hot path: _holdings' figures and _exposures' haircut
-        # and rounding sites in one pass (the same sums, dicts in the same order).
+        # _holdings' figures and _exposures' haircut and rounding sites in one
+        # pass (the same sums, dicts in the same order; Solvency._liq_fast has
+        # its own copy of this, for the re-banding).
         quote = self.quote
         params = self._p
         equity = 0
