@@ -150,6 +150,20 @@ _BTC_WHAT_IF = st.tuples(st.sampled_from([BTC_PERP, ETH_PERP, None]), st.sampled
                          st.integers(-60, 60), st.integers(1, 400), st.booleans())
 
 
+def btc_book(e, config):
+    """WBTC priced at 60,000, LENDER making BTC-PERP three levels deep on each side,
+    every trader holding 0.1 WBTC; returns ``e``."""
+    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
+    e.apply(ex.Deposit(LENDER, WBTC, 10**9), CTX)
+    e.apply(ex.Deposit(LENDER, USDC, 10**12), CTX)
+    for k in range(1, 4):
+        e.apply(ex.PlaceOrder(LENDER, BTC_PERP, ex.Side.BUY, BTC_MID - 1000 * k, 50 * BTC_LOT), CTX)
+        e.apply(ex.PlaceOrder(LENDER, BTC_PERP, ex.Side.SELL, BTC_MID + 1000 * k, 50 * BTC_LOT), CTX)
+    for who in TRADERS:
+        e.apply(ex.Deposit(who, WBTC, 10**7), CTX)
+    return e
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                HealthCheck.function_scoped_fixture])
 @given(st.lists(_BTC_STEP, min_size=3, max_size=25), st.lists(_BTC_WHAT_IF, min_size=1, max_size=4))
@@ -159,17 +173,9 @@ def test_floor_available_on_a_median_marked_market(config, steps, what_ifs):
     trade and the new order's prices - PerpClearing._mark_range), beside
     ETH-PERP (oracle mark) and resting ETH-USDC orders: the fast figure is None or
     the full path's, with the market in the what-if and out of it."""
-    e = _setup(config)
-    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
-    maker = LENDER
-    e.apply(ex.Deposit(maker, WBTC, 10**9), CTX)
-    e.apply(ex.Deposit(maker, USDC, 10**12), CTX)
-    for k in range(1, 4):
-        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.BUY, BTC_MID - 1000 * k, 50 * BTC_LOT), CTX)
-        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.SELL, BTC_MID + 1000 * k, 50 * BTC_LOT), CTX)
+    e = btc_book(_setup(config), config)
     for who in TRADERS:
         e.apply(ex.Deposit(who, USDC, 20_000 * USD), CTX)
-        e.apply(ex.Deposit(who, WBTC, 10**7), CTX)
     perps = e._perps
     btc, eth, spot = e._markets[BTC_PERP], e._markets[ETH_PERP], e._markets[0]
     btc_oracle = 60_000 * USD

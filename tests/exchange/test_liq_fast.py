@@ -19,7 +19,7 @@ import exchange as ex
 from exchange.liquidation import _totals
 from exchange_helpers import CTX, USD, USDC, WETH
 from test_fast_checks import _apply
-from test_floor_available import BTC_LOT, BTC_MID, BTC_PERP, WBTC
+from test_floor_available import BTC_LOT, BTC_MID, BTC_PERP, WBTC, btc_book
 from test_portfolio_properties import LENDER, TRADERS, USDC_LEND, WETH_LEND, _command, _setup, step
 
 
@@ -83,16 +83,7 @@ _BTC_STEP = st.tuples(st.integers(0, 6), st.integers(0, 2), st.sampled_from([ex.
 def test_liq_fast_on_a_median_marked_market(config, steps):
     """Positions on BTC-PERP (a median mark: its own axis in the bands) beside
     spot WBTC and USDC debt."""
-    e = _exposed_setup(config)
-    e.apply(ex.SetOraclePrice(config.oracle, WBTC, 60_000 * USD), CTX)
-    maker = LENDER
-    e.apply(ex.Deposit(maker, WBTC, 10**9), CTX)
-    e.apply(ex.Deposit(maker, USDC, 10**12), CTX)
-    for k in range(1, 4):
-        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.BUY, BTC_MID - 1000 * k, 50 * BTC_LOT), CTX)
-        e.apply(ex.PlaceOrder(maker, BTC_PERP, ex.Side.SELL, BTC_MID + 1000 * k, 50 * BTC_LOT), CTX)
-    for who in TRADERS:
-        e.apply(ex.Deposit(who, WBTC, 10**7), CTX)
+    e = btc_book(_exposed_setup(config), config)
     btc_oracle = 60_000 * USD
     now, block = CTX.timestamp, CTX.block_number
     compared = 0
