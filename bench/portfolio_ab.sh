@@ -22,18 +22,4 @@ for i in $(seq "$PAIRS"); do
     (cd "$dir" && "$PY" bench/engine.py --portfolio "$@" | tail -1 | sed "s/^{/{\"side\": \"$side\", /") >> "$OUT"
   done
 done
-"$PY" - "$OUT" <<'PY'
-import json, statistics, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-for side in ("base", "work"):
-    r = [x for x in rows if x["side"] == side]
-    for key in ("commands_per_s", "commands_per_s_without_ticks", "tick_ms_p50", "p99_us",
-                "oracle_update_ms_10k_accounts"):
-        values = [x[key] for x in r if key in x]
-        if values:
-            print(f"{side} {key}: median {statistics.median(values)} runs {values}")
-b = [x["commands_per_s"] for x in rows if x["side"] == "base"]
-w = [x["commands_per_s"] for x in rows if x["side"] == "work"]
-ratios = [round(y / x, 3) for x, y in zip(b, w)]
-print(f"pair ratios work/base {ratios}, median {statistics.median(ratios)}")
-PY
+"$PY" bench/ab_summary.py "$OUT" base work

@@ -22,18 +22,4 @@ for i in $(seq "$PAIRS"); do
     "$py" bench/engine.py --portfolio "$@" | tail -1 | sed "s/^{/{\"side\": \"$side\", /" >> "$OUT"
   done
 done
-"$PY_A" - "$OUT" "$PY_A" "$PY_B" <<'PY'
-import json, statistics, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-for side, py in (("A", sys.argv[2]), ("B", sys.argv[3])):
-    r = [x for x in rows if x["side"] == side]
-    for key in ("commands_per_s", "commands_per_s_without_ticks", "tick_ms_p50", "p99_us",
-                "oracle_update_ms_10k_accounts"):
-        values = [x[key] for x in r if key in x]
-        if values:
-            print(f"{side} ({py}) {key}: median {statistics.median(values)} runs {values}")
-a = [x["commands_per_s"] for x in rows if x["side"] == "A"]
-b = [x["commands_per_s"] for x in rows if x["side"] == "B"]
-ratios = [round(y / x, 3) for x, y in zip(a, b)]
-print(f"pair ratios B/A {ratios}, median {statistics.median(ratios)}")
-PY
+"$PY_A" bench/ab_summary.py "$OUT" A B "A ($PY_A)" "B ($PY_B)"
